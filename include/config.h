@@ -1,0 +1,81 @@
+/* The configuration file: parsed with inih into a fresh struct config that
+ * the caller swaps in only when it is valid. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum map_format {
+        MAP_FORMAT_POSTFIX,
+        MAP_FORMAT_PASSWD,
+};
+
+enum on_invalid {
+        ON_INVALID_SKIP,
+        ON_INVALID_FAIL,
+};
+
+struct reload_config {
+        char *name;
+        unsigned line; /* line of the [reload NAME] header */
+        char *command;
+};
+
+struct map_config {
+        char *name;
+        unsigned line; /* line of the [map NAME] header */
+        char *output;
+        char *query;
+        enum map_format format;
+        unsigned mode;
+        uid_t uid; /* (uid_t)-1: keep the process's own */
+        gid_t gid; /* (gid_t)-1: keep the process's own */
+        enum on_invalid on_invalid;
+        char *on_change;
+        char *reload_names; /* as written; resolved into reloads[] */
+        unsigned reload_line;
+        size_t *reloads; /* indices into config.reloads */
+        size_t n_reloads;
+};
+
+struct config {
+        char *path;
+        char *db_path;
+        uint64_t busy_timeout_ms;
+        uint64_t debounce_ms;
+        uint64_t max_delay_ms;
+        uint64_t hook_timeout_s;
+        uint64_t poll_interval_s;
+        char *state_dir;
+        char *metrics_file;
+        struct map_config *maps;
+        size_t n_maps;
+        struct reload_config *reloads;
+        size_t n_reloads;
+};
+
+/* Problems found while loading, each "FILE:LINE: message". */
+struct config_errors {
+        char **msgs;
+        size_t n_msgs;
+};
+
+void config_errors_done(struct config_errors *e);
+
+/* Parses configuration text; `name` is the file name used in messages.
+ * On success *ret owns a new config. On failure returns -EINVAL (with one
+ * message per problem appended to *errors) or -ENOMEM. */
+int config_parse_string(const char *name, const char *text, struct config **ret,
+                        struct config_errors *errors);
+
+/* Reads and parses a file. Besides the errors of config_parse_string it
+ * refuses a file that cannot be read (-errno) or that anyone but its owner
+ * (root or this user) may write (-EPERM): its commands run as this user. */
+int config_load(const char *path, struct config **ret, struct config_errors *errors);
+
+/* Frees a config; NULL-safe; returns NULL. */
+struct config *config_free(struct config *c);
+
+/* Finds a map by name, or NULL. */
+const struct map_config *config_find_map(const struct config *c, const char *name);

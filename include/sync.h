@@ -1,0 +1,52 @@
+/* One sync cycle: every map rendered from one snapshot of the database
+ * (phase 1, sync_render), then the changed ones put in place (phase 2,
+ * sync_commit). Between the two the caller records which hooks become
+ * owed, so that a crash after a rename cannot lose a hook. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "db.h"
+#include "output.h"
+
+enum map_status {
+        MAP_UNCHANGED,
+        MAP_CHANGED, /* after sync_render: will change; after commit: replaced */
+        MAP_FAILED,
+};
+
+struct map_result {
+        enum map_status status;
+        char sha256[SHA256_HEX_LEN + 1];
+        uint64_t rows;    /* lines written */
+        uint64_t bytes;
+        uint64_t invalid; /* rows dropped */
+        uint64_t added, removed; /* dry runs: lines */
+        uint64_t duration_ms;
+};
+
+struct sync_cycle {
+        const struct config *config;
+        bool dry_run;
+        struct output **outputs;
+        struct map_result *results; /* one per map, config order */
+};
+
+/* Phase 1: opens a read transaction on db, renders every map into its
+ * struct output, ends the transaction. A map that fails (bad SQL, invalid
+ * rows with on_invalid = fail, unwritable directory) is MAP_FAILED and the
+ * others go on. Returns 0, or a negative errno when no snapshot could be
+ * taken (database busy, corrupt...): then nothing was rendered. */
+int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret);
+
+/* Phase 2: replaces each changed output (dry runs: computes the line
+ * diff instead). A map whose replacement fails becomes MAP_FAILED. */
+void sync_commit(struct sync_cycle *cycle);
+
+/* Frees; temporary files not committed are removed; NULL-safe. */
+struct sync_cycle *sync_cycle_free(struct sync_cycle *cycle);
+
+/* Counts of maps per status. */
+unsigned sync_count(const struct sync_cycle *cycle, enum map_status status);

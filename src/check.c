@@ -1,0 +1,113 @@
+/* --check and --dry-run. */
+#include "check.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+
+#include "db.h"
+#include "log.h"
+#include "sync.h"
+#include "util.h"
+
+static unsigned problem(const struct config *c, unsigned line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static unsigned problem(const struct config *c, unsigned line, const char *fmt, ...) {
+        va_list ap;
+
+        fprintf(stderr, "%s:%u: ", c->path, line);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        return 1;
+}
+
+/* A directory this process can create files in, or why not. */
+static const char *dir_problem(const char *dir) {
+        struct stat st;
+
+        if (stat(dir, &st) < 0)
+                return strerror(errno);
+        if (!S_ISDIR(st.st_mode))
+                return "not a directory";
+        if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0)
+                return strerror(errno);
+        return NULL;
+}
+
+int check_run(const struct config *c) {
+        struct db *db = NULL;
+        const char *msg = NULL, *why;
+        unsigned n = 0;
+        int r;
+
+        r = db_open(c->db_path, c->busy_timeout_ms, &db, &msg);
+        if (r < 0)
+                n += problem(c, 0, "database %s: %s", c->db_path, msg);
+
+        for (size_t i = 0; i < c->n_maps; i++) {
+                const struct map_config *m = &c->maps[i];
+                _cleanup_free_ char *copy = strdup(m->output);
+                struct db_query *q = NULL;
+
+                if (db) {
+                        if (db_query_new(db, m->query, &q) < 0)
+                                n += problem(c, m->line, "[map %s] query: %s", m->name, db_errmsg(db));
+                        db_query_free(q);
+                }
+                if (copy && (why = dir_problem(dirname(copy))))
+                        n += problem(c, m->line, "[map %s] cannot write into the directory of %s: %s", m->name,
+                                     m->output, why);
+        }
+        if (access(c->state_dir, F_OK) == 0 && (why = dir_problem(c->state_dir)))
+                n += problem(c, 0, "state_dir %s: %s", c->state_dir, why);
+        db_close(db);
+        if (n == 0)
+                printf("%s: OK: %zu maps, database %s\n", c->path, c->n_maps, c->db_path);
+        return n ? 1 : 0;
+}
+
+int check_dry_run(const struct config *c) {
+        struct db *db = NULL;
+        struct sync_cycle *cy = NULL;
+        const char *msg = NULL;
+        int r, status = 0;
+
+        r = db_open(c->db_path, c->busy_timeout_ms, &db, &msg);
+        if (r < 0) {
+                log_error("database %s unavailable: %s", c->db_path, msg);
+                return 1;
+        }
+        r = sync_render(db, c, true, &cy);
+        if (r < 0) {
+                log_error("database %s unreadable: %s", c->db_path, db_errmsg(db));
+                db_close(db);
+                return 1;
+        }
+        sync_commit(cy);
+        for (size_t i = 0; i < c->n_maps; i++) {
+                const struct map_result *res = &cy->results[i];
+                const char *name = c->maps[i].name;
+
+                switch (res->status) {
+                case MAP_UNCHANGED:
+                        printf("%s: unchanged (%llu rows)\n", name, (unsigned long long)res->rows);
+                        break;
+                case MAP_CHANGED:
+                        printf("%s: would change: +%llu -%llu lines (%llu rows)\n", name,
+                               (unsigned long long)res->added, (unsigned long long)res->removed,
+                               (unsigned long long)res->rows);
+                        break;
+                case MAP_FAILED:
+                        printf("%s: failed\n", name);
+                        status = 1;
+                        break;
+                }
+        }
+        sync_cycle_free(cy);
+        db_close(db);
+        return status;
+}

@@ -1,0 +1,721 @@
+/* Configuration parsing. inih does the INI syntax; a line reader of our own
+ * feeds it so that every message carries FILE:LINE, continuation lines are
+ * told apart from repeated keys, and a line longer than inih's buffer is an
+ * error instead of a silently shortened query. */
+#include "config.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <ini.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "util.h"
+
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define DEFAULT_DEBOUNCE_MS 200
+#define DEFAULT_MAX_DELAY_MS 2000
+#define DEFAULT_HOOK_TIMEOUT_S 30
+#define DEFAULT_STATE_DIR "/var/lib/mapsyncd"
+#define DEFAULT_MODE 0640
+
+enum section_kind {
+        SECTION_NONE,
+        SECTION_DATABASE,
+        SECTION_SYNC,
+        SECTION_MAP,
+        SECTION_RELOAD,
+};
+
+/* What the parser knows of the section a key belongs to. */
+struct section {
+        char *header; /* text between the brackets, as inih passes it */
+        enum section_kind kind;
+        size_t index; /* into maps[] or reloads[] */
+        unsigned line;
+        char **keys; /* keys seen, to reject repeats */
+        size_t n_keys;
+};
+
+struct parser {
+        const char *name;
+        const char *text;
+        size_t pos;
+        unsigned line;        /* line just handed to inih */
+        bool continuation;    /* that line continues the previous key */
+        bool have_prev;       /* a key was set since the last header */
+        struct section *sections;
+        size_t n_sections;
+        struct section *cur;  /* section of the line just read */
+        struct config *config;
+        struct config_errors *errors;
+        unsigned n_errors_at_line; /* errors already reported for `line` */
+        unsigned last_error_line;
+        bool oom;
+};
+
+void config_errors_done(struct config_errors *e) {
+        for (size_t i = 0; i < e->n_msgs; i++)
+                free(e->msgs[i]);
+        free(e->msgs);
+        e->msgs = NULL;
+        e->n_msgs = 0;
+}
+
+static void error_at(struct parser *p, unsigned line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void error_at(struct parser *p, unsigned line, const char *fmt, ...) {
+        char msg[512], **v;
+        va_list ap;
+        char *s;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        if (asprintf(&s, "%s:%u: %s", p->name, line, msg) < 0) {
+                p->oom = true;
+                return;
+        }
+        v = realloc(p->errors->msgs, (p->errors->n_msgs + 1) * sizeof(*v));
+        if (!v) {
+                free(s);
+                p->oom = true;
+                return;
+        }
+        v[p->errors->n_msgs++] = s;
+        p->errors->msgs = v;
+        p->last_error_line = line;
+}
+
+static void *grow(void *array, size_t n, size_t size) {
+        return reallocarray(array, n + 1, size);
+}
+
+static struct section *section_lookup(struct parser *p, const char *header) {
+        for (size_t i = 0; i < p->n_sections; i++)
+                if (streq(p->sections[i].header, header))
+                        return &p->sections[i];
+        return NULL;
+}
+
+static bool valid_name(const char *s) {
+        if (!*s || strlen(s) > 64)
+                return false;
+        for (; *s; s++)
+                if (!isalnum((unsigned char)*s) && !strchr("_.-", *s))
+                        return false;
+        return true;
+}
+
+/* Registers the section of a header line: its kind, and a new map or
+ * reload entry. */
+static void section_open(struct parser *p, const char *header) {
+        struct config *c = p->config;
+        struct section *s, *v;
+        enum section_kind kind = SECTION_NONE;
+        const char *name = NULL;
+
+        s = section_lookup(p, header);
+        if (s) {
+                error_at(p, p->line, "duplicate section [%s] (first at line %u)", header, s->line);
+                p->cur = s;
+                return;
+        }
+
+        if (streq(header, "database"))
+                kind = SECTION_DATABASE;
+        else if (streq(header, "sync"))
+                kind = SECTION_SYNC;
+        else if (strncmp(header, "map ", 4) == 0) {
+                kind = SECTION_MAP;
+                name = header + 4;
+        } else if (strncmp(header, "reload ", 7) == 0) {
+                kind = SECTION_RELOAD;
+                name = header + 7;
+        }
+
+        if (kind == SECTION_NONE)
+                error_at(p, p->line,
+                         "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
+                         header);
+        else if (name && !valid_name(name)) {
+                error_at(p, p->line, "invalid name '%s' in [%s] (letters, digits, '_', '.', '-')", name,
+                         header);
+                kind = SECTION_NONE;
+        }
+
+        v = grow(p->sections, p->n_sections, sizeof(*v));
+        if (!v)
+                goto oom;
+        p->sections = v;
+        s = &v[p->n_sections];
+        *s = (struct section){ .kind = kind, .line = p->line };
+        s->header = strdup(header);
+        if (!s->header)
+                goto oom;
+        p->n_sections++;
+
+        if (kind == SECTION_MAP) {
+                struct map_config *m = grow(c->maps, c->n_maps, sizeof(*m));
+                if (!m)
+                        goto oom;
+                c->maps = m;
+                m = &m[c->n_maps];
+                *m = (struct map_config){
+                        .line = p->line,
+                        .format = MAP_FORMAT_POSTFIX,
+                        .mode = DEFAULT_MODE,
+                        .uid = (uid_t)-1,
+                        .gid = (gid_t)-1,
+                        .on_invalid = ON_INVALID_SKIP,
+                };
+                m->name = strdup(name);
+                if (!m->name)
+                        goto oom;
+                s->index = c->n_maps++;
+        } else if (kind == SECTION_RELOAD) {
+                struct reload_config *r = grow(c->reloads, c->n_reloads, sizeof(*r));
+                if (!r)
+                        goto oom;
+                c->reloads = r;
+                r = &r[c->n_reloads];
+                *r = (struct reload_config){ .line = p->line };
+                r->name = strdup(name);
+                if (!r->name)
+                        goto oom;
+                s->index = c->n_reloads++;
+        }
+        p->cur = s;
+        return;
+oom:
+        p->oom = true;
+}
+
+/* inih's reader: hands over one line per call (so inih's line count stays
+ * ours), classifies it, and reports what inih would silently mangle. */
+static char *parser_read_line(char *buf, int size, void *userdata) {
+        struct parser *p = userdata;
+        const char *start = p->text + p->pos, *nl, *s;
+        size_t len;
+
+        if (*start == '\0')
+                return NULL;
+        nl = strchr(start, '\n');
+        len = nl ? (size_t)(nl - start) + 1 : strlen(start);
+        p->pos += len;
+        p->line++;
+        p->continuation = false;
+
+        if (memchr(start, '\0', len)) {
+                error_at(p, p->line, "NUL byte in line");
+                buf[0] = '\n';
+                buf[1] = '\0';
+                return buf;
+        }
+        if (len > (size_t)size - 1) {
+                error_at(p, p->line, "line is %zu bytes long, longer than the %d allowed; continue a long value on indented lines",
+                         len - (nl ? 1 : 0), size - 2);
+                buf[0] = '\n';
+                buf[1] = '\0';
+                return buf;
+        }
+        memcpy(buf, start, len);
+        buf[len] = '\0';
+
+        for (s = buf; *s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'; s++)
+                ;
+        if (*s == '\0' || *s == ';' || *s == '#')
+                return buf;
+        if (s > buf && p->have_prev) {
+                p->continuation = true;
+                return buf;
+        }
+        if (*s == '[') {
+                const char *end = strchr(s, ']');
+                if (!end) {
+                        error_at(p, p->line, "section header without ']'");
+                        p->cur = NULL;
+                        p->have_prev = false;
+                } else {
+                        _cleanup_free_ char *header = strndup(s + 1, (size_t)(end - s - 1));
+                        if (!header)
+                                p->oom = true;
+                        else
+                                section_open(p, header);
+                        p->have_prev = false;
+                }
+                return buf;
+        }
+        if (!strpbrk(s, "=:")) {
+                error_at(p, p->line, "expected 'key = value' or '[section]'");
+                buf[0] = '\n';
+                buf[1] = '\0';
+                return buf;
+        }
+        p->have_prev = true;
+        return buf;
+}
+
+static int set_string(char **field, const char *value, struct parser *p) {
+        char *s = strdup(value);
+
+        if (!s) {
+                p->oom = true;
+                return -ENOMEM;
+        }
+        free(*field);
+        *field = s;
+        return 0;
+}
+
+static void set_number(struct parser *p, const char *key, const char *value, uint64_t min,
+                       uint64_t max, uint64_t *field) {
+        int r = parse_uint(value, min, max, field);
+
+        if (r == -ERANGE)
+                error_at(p, p->line, "%s = %s is out of range (%llu to %llu)", key, value,
+                         (unsigned long long)min, (unsigned long long)max);
+        else if (r < 0)
+                error_at(p, p->line, "%s = %s is not a whole number", key, value);
+}
+
+static void set_owner(struct parser *p, const char *value, uid_t *uid) {
+        char buf[4096];
+        struct passwd pw, *res = NULL;
+        uint64_t n;
+
+        if (parse_uint(value, 0, UINT32_MAX - 1, &n) == 0) {
+                *uid = (uid_t)n;
+                return;
+        }
+        if (getpwnam_r(value, &pw, buf, sizeof(buf), &res) != 0 || !res) {
+                error_at(p, p->line, "owner = %s: no such user", value);
+                return;
+        }
+        *uid = res->pw_uid;
+}
+
+static void set_group(struct parser *p, const char *value, gid_t *gid) {
+        char buf[4096];
+        struct group gr, *res = NULL;
+        uint64_t n;
+
+        if (parse_uint(value, 0, UINT32_MAX - 1, &n) == 0) {
+                *gid = (gid_t)n;
+                return;
+        }
+        if (getgrnam_r(value, &gr, buf, sizeof(buf), &res) != 0 || !res) {
+                error_at(p, p->line, "group = %s: no such group", value);
+                return;
+        }
+        *gid = res->gr_gid;
+}
+
+static bool key_seen(struct parser *p, struct section *s, const char *key) {
+        char **v;
+
+        for (size_t i = 0; i < s->n_keys; i++)
+                if (streq(s->keys[i], key))
+                        return true;
+        v = grow(s->keys, s->n_keys, sizeof(*v));
+        if (!v || !(v[s->n_keys] = strdup(key))) {
+                if (v)
+                        s->keys = v;
+                p->oom = true;
+                return false;
+        }
+        s->keys = v;
+        s->n_keys++;
+        return false;
+}
+
+/* Appends a continuation line to a value that may span lines. */
+static void append_continuation(struct parser *p, char **field, const char *value) {
+        size_t len = strlen(*field);
+
+        if ((len > 0 && str_append(field, &len, " ", 1) < 0) ||
+            str_append(field, &len, value, strlen(value)) < 0)
+                p->oom = true;
+}
+
+static void handle_database(struct parser *p, const char *key, const char *value) {
+        struct config *c = p->config;
+
+        if (streq(key, "path"))
+                set_string(&c->db_path, value, p);
+        else if (streq(key, "busy_timeout_ms"))
+                set_number(p, key, value, 0, 3600000, &c->busy_timeout_ms);
+        else
+                error_at(p, p->line, "unknown key '%s' in [database] (expected path, busy_timeout_ms)", key);
+}
+
+static void handle_sync(struct parser *p, const char *key, const char *value) {
+        struct config *c = p->config;
+
+        if (streq(key, "debounce_ms"))
+                set_number(p, key, value, 0, 3600000, &c->debounce_ms);
+        else if (streq(key, "max_delay_ms"))
+                set_number(p, key, value, 0, 3600000, &c->max_delay_ms);
+        else if (streq(key, "hook_timeout_s"))
+                set_number(p, key, value, 1, 86400, &c->hook_timeout_s);
+        else if (streq(key, "poll_interval_s"))
+                set_number(p, key, value, 0, 86400, &c->poll_interval_s);
+        else if (streq(key, "state_dir")) {
+                if (value[0] != '/')
+                        error_at(p, p->line, "state_dir = %s is not an absolute path", value);
+                else
+                        set_string(&c->state_dir, value, p);
+        } else if (streq(key, "metrics_file")) {
+                if (value[0] != '/')
+                        error_at(p, p->line, "metrics_file = %s is not an absolute path", value);
+                else
+                        set_string(&c->metrics_file, value, p);
+        } else
+                error_at(p, p->line,
+                         "unknown key '%s' in [sync] (expected debounce_ms, max_delay_ms, hook_timeout_s, state_dir, poll_interval_s, metrics_file)",
+                         key);
+}
+
+static void handle_map(struct parser *p, struct map_config *m, const char *key, const char *value) {
+        if (streq(key, "output")) {
+                if (value[0] != '/' || value[strlen(value) - 1] == '/')
+                        error_at(p, p->line, "output = %s is not an absolute file path", value);
+                else
+                        set_string(&m->output, value, p);
+        } else if (streq(key, "query"))
+                set_string(&m->query, value, p);
+        else if (streq(key, "format")) {
+                if (streq(value, "postfix"))
+                        m->format = MAP_FORMAT_POSTFIX;
+                else if (streq(value, "passwd"))
+                        m->format = MAP_FORMAT_PASSWD;
+                else
+                        error_at(p, p->line, "format = %s: expected postfix or passwd", value);
+        } else if (streq(key, "mode")) {
+                if (parse_mode(value, &m->mode) < 0)
+                        error_at(p, p->line, "mode = %s is not an octal file mode such as 0640", value);
+        } else if (streq(key, "owner"))
+                set_owner(p, value, &m->uid);
+        else if (streq(key, "group"))
+                set_group(p, value, &m->gid);
+        else if (streq(key, "on_invalid")) {
+                if (streq(value, "skip"))
+                        m->on_invalid = ON_INVALID_SKIP;
+                else if (streq(value, "fail"))
+                        m->on_invalid = ON_INVALID_FAIL;
+                else
+                        error_at(p, p->line, "on_invalid = %s: expected skip or fail", value);
+        } else if (streq(key, "on_change"))
+                set_string(&m->on_change, value, p);
+        else if (streq(key, "reload")) {
+                set_string(&m->reload_names, value, p);
+                m->reload_line = p->line;
+        } else
+                error_at(p, p->line,
+                         "unknown key '%s' in [map %s] (expected output, query, format, mode, owner, group, on_invalid, on_change, reload)",
+                         key, m->name);
+}
+
+/* Keys whose value may continue on indented lines, and so may start on
+ * the next line after an empty "key =". */
+static bool multiline_key(enum section_kind kind, const char *key) {
+        return (kind == SECTION_MAP && (streq(key, "query") || streq(key, "on_change"))) ||
+               (kind == SECTION_RELOAD && streq(key, "command"));
+}
+
+static int parser_on_key(void *userdata, const char *section, const char *key, const char *value) {
+        struct parser *p = userdata;
+        struct section *s = p->cur;
+        struct config *c = p->config;
+
+        if (!s || !streq(s->header, section)) {
+                /* inih saw a key before any section header. */
+                error_at(p, p->line, "key '%s' outside of any section", key);
+                return 1;
+        }
+        if (s->kind == SECTION_NONE)
+                return 1; /* the header was reported already */
+
+        if (p->continuation) {
+                char **field = NULL;
+
+                if (!multiline_key(s->kind, key))
+                        field = NULL;
+                else if (s->kind == SECTION_RELOAD)
+                        field = &c->reloads[s->index].command;
+                else if (streq(key, "query"))
+                        field = &c->maps[s->index].query;
+                else
+                        field = &c->maps[s->index].on_change;
+                if (!field)
+                        error_at(p, p->line, "indented line: '%s' does not continue on another line", key);
+                else if (*field)
+                        append_continuation(p, field, value);
+                return 1;
+        }
+
+        if (key_seen(p, s, key)) {
+                error_at(p, p->line, "duplicate key '%s' in [%s]", key, section);
+                return 1;
+        }
+        if (!*value && !multiline_key(s->kind, key)) {
+                error_at(p, p->line, "%s has an empty value", key);
+                return 1;
+        }
+
+        switch (s->kind) {
+        case SECTION_DATABASE:
+                handle_database(p, key, value);
+                break;
+        case SECTION_SYNC:
+                handle_sync(p, key, value);
+                break;
+        case SECTION_MAP:
+                handle_map(p, &c->maps[s->index], key, value);
+                break;
+        case SECTION_RELOAD:
+                if (streq(key, "command"))
+                        set_string(&c->reloads[s->index].command, value, p);
+                else
+                        error_at(p, p->line, "unknown key '%s' in [%s] (expected command)", key, section);
+                break;
+        case SECTION_NONE:
+                break;
+        }
+        return 1;
+}
+
+static void resolve_reloads(struct parser *p, struct map_config *m) {
+        const struct config *c = p->config;
+        _cleanup_free_ char *names = NULL;
+        char *save = NULL;
+
+        if (!m->reload_names)
+                return;
+        names = strdup(m->reload_names);
+        if (!names) {
+                p->oom = true;
+                return;
+        }
+        for (char *n = strtok_r(names, " \t,", &save); n; n = strtok_r(NULL, " \t,", &save)) {
+                size_t i, *v;
+
+                for (i = 0; i < c->n_reloads; i++)
+                        if (streq(c->reloads[i].name, n))
+                                break;
+                if (i == c->n_reloads) {
+                        error_at(p, m->reload_line, "reload = %s: there is no [reload %s] section", n, n);
+                        continue;
+                }
+                v = grow(m->reloads, m->n_reloads, sizeof(*v));
+                if (!v) {
+                        p->oom = true;
+                        return;
+                }
+                m->reloads = v;
+                m->reloads[m->n_reloads++] = i;
+        }
+}
+
+/* Checks what no single line shows: required keys, references, clashes. */
+static void validate(struct parser *p) {
+        struct config *c = p->config;
+        struct section *db = section_lookup(p, "database");
+
+        if (!db)
+                error_at(p, p->line, "no [database] section (path = ... is required)");
+        else if (!c->db_path)
+                error_at(p, db->line, "[database] has no path");
+
+        if (c->max_delay_ms < c->debounce_ms)
+                error_at(p, section_lookup(p, "sync") ? section_lookup(p, "sync")->line : p->line,
+                         "max_delay_ms (%llu) is shorter than debounce_ms (%llu)",
+                         (unsigned long long)c->max_delay_ms, (unsigned long long)c->debounce_ms);
+
+        if (c->n_maps == 0)
+                error_at(p, p->line, "no [map NAME] section: nothing to write");
+
+        for (size_t i = 0; i < c->n_maps; i++) {
+                struct map_config *m = &c->maps[i];
+
+                if (!m->output)
+                        error_at(p, m->line, "[map %s] has no output", m->name);
+                if (!m->query || !*m->query)
+                        error_at(p, m->line, "[map %s] has no query", m->name);
+                resolve_reloads(p, m);
+                for (size_t j = 0; m->output && j < i; j++)
+                        if (c->maps[j].output && streq(c->maps[j].output, m->output))
+                                error_at(p, m->line, "[map %s] writes %s, as [map %s] does already", m->name,
+                                         m->output, c->maps[j].name);
+        }
+        for (size_t i = 0; i < c->n_reloads; i++)
+                if (!c->reloads[i].command || !*c->reloads[i].command)
+                        error_at(p, c->reloads[i].line, "[reload %s] has no command", c->reloads[i].name);
+}
+
+static int config_new(const char *name, struct config **ret) {
+        struct config *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return -ENOMEM;
+        c->busy_timeout_ms = DEFAULT_BUSY_TIMEOUT_MS;
+        c->debounce_ms = DEFAULT_DEBOUNCE_MS;
+        c->max_delay_ms = DEFAULT_MAX_DELAY_MS;
+        c->hook_timeout_s = DEFAULT_HOOK_TIMEOUT_S;
+        c->path = strdup(name);
+        c->state_dir = strdup(DEFAULT_STATE_DIR);
+        if (!c->path || !c->state_dir) {
+                config_free(c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+int config_parse_string(const char *name, const char *text, struct config **ret,
+                        struct config_errors *errors) {
+        struct parser p = { .name = name, .text = text, .errors = errors };
+        size_t n_before = errors->n_msgs;
+        int r;
+
+        r = config_new(name, &p.config);
+        if (r < 0)
+                return r;
+
+        r = ini_parse_stream(parser_read_line, &p, parser_on_key, &p);
+        if (r > 0 && p.last_error_line != (unsigned)r)
+                error_at(&p, (unsigned)r, "syntax error");
+        if (r < 0)
+                p.oom = true;
+        if (!p.oom)
+                validate(&p);
+
+        for (size_t i = 0; i < p.n_sections; i++) {
+                for (size_t k = 0; k < p.sections[i].n_keys; k++)
+                        free(p.sections[i].keys[k]);
+                free(p.sections[i].keys);
+                free(p.sections[i].header);
+        }
+        free(p.sections);
+
+        if (p.oom) {
+                config_free(p.config);
+                return -ENOMEM;
+        }
+        if (errors->n_msgs > n_before) {
+                config_free(p.config);
+                return -EINVAL;
+        }
+        *ret = p.config;
+        return 0;
+}
+
+static int read_file(const char *path, char **ret) {
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0, cap = 0;
+        struct stat st;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if (st.st_uid != 0 && st.st_uid != geteuid())
+                return -EPERM;
+        if (st.st_mode & (S_IWGRP | S_IWOTH))
+                return -EPERM;
+        for (;;) {
+                ssize_t n;
+
+                if (cap - len < 4096) {
+                        char *b;
+                        if (cap > 16 * 1024 * 1024)
+                                return -EFBIG;
+                        b = realloc(buf, cap + 65536);
+                        if (!b)
+                                return -ENOMEM;
+                        buf = b;
+                        cap += 65536;
+                }
+                n = read(fd, buf + len, cap - len - 1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        if (strlen(buf) != len)
+                return -EBADMSG;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int config_load(const char *path, struct config **ret, struct config_errors *errors) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        r = read_file(path, &text);
+        if (r < 0) {
+                char *msg = NULL, **v;
+                const char *why = r == -EPERM  ? "writable by others than its owner, or not owned by root or this user; its commands would run as this user"
+                                  : r == -EINVAL ? "not a regular file"
+                                  : r == -EBADMSG ? "contains a NUL byte"
+                                                  : strerror(-r);
+
+                if (asprintf(&msg, "%s: cannot use configuration: %s", path, why) < 0)
+                        return -ENOMEM;
+                v = realloc(errors->msgs, (errors->n_msgs + 1) * sizeof(*v));
+                if (!v) {
+                        free(msg);
+                        return -ENOMEM;
+                }
+                v[errors->n_msgs++] = msg;
+                errors->msgs = v;
+                return r == -ENOMEM ? r : -EINVAL;
+        }
+        return config_parse_string(path, text, ret, errors);
+}
+
+struct config *config_free(struct config *c) {
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < c->n_maps; i++) {
+                struct map_config *m = &c->maps[i];
+                free(m->name);
+                free(m->output);
+                free(m->query);
+                free(m->on_change);
+                free(m->reload_names);
+                free(m->reloads);
+        }
+        for (size_t i = 0; i < c->n_reloads; i++) {
+                free(c->reloads[i].name);
+                free(c->reloads[i].command);
+        }
+        free(c->maps);
+        free(c->reloads);
+        free(c->path);
+        free(c->db_path);
+        free(c->state_dir);
+        free(c->metrics_file);
+        free(c);
+        return NULL;
+}
+
+const struct map_config *config_find_map(const struct config *c, const char *name) {
+        for (size_t i = 0; i < c->n_maps; i++)
+                if (streq(c->maps[i].name, name))
+                        return &c->maps[i];
+        return NULL;
+}

@@ -1,0 +1,467 @@
+/* The queue of owed hooks, their retries and their persistence. */
+#include "jobs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+#define STATE_FILE "owed-hooks"
+#define RETRY_MIN_USEC (1000000ULL)
+#define RETRY_MAX_USEC (300 * 1000000ULL)
+
+struct job {
+        char *name;  /* map or reload name */
+        char *label; /* for the log: "vmailbox" or "reload postfix" */
+        bool is_reload;
+        const char *command;
+        const char *output; /* maps only */
+        bool owed;
+        unsigned gen;         /* bumped each time it becomes owed */
+        unsigned started_gen; /* gen when the running hook started */
+        bool running;
+        unsigned failures; /* in a row */
+        uint64_t retry_at; /* CLOCK_MONOTONIC usec; 0: due now */
+        char sha256[SHA256_HEX_LEN + 1];
+        uint64_t rows;
+        char *causes; /* reloads: the maps that made it owed */
+};
+
+struct jobs {
+        sd_event *event;
+        struct hooks *hooks;
+        const struct config *config;
+        bool retry;
+        bool hold;
+        bool state_ok;
+        bool state_warned;
+        struct job *jobs;
+        size_t n_jobs;
+        size_t n_maps; /* jobs[0..n_maps) are the maps, in config order */
+        unsigned failures;
+        sd_event_source *retry_timer;
+        jobs_idle_fn idle;
+        void *userdata;
+};
+
+static void job_done(struct job *jb) {
+        free(jb->name);
+        free(jb->label);
+        free(jb->causes);
+}
+
+static void jobs_clear(struct job *v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                job_done(&v[i]);
+        free(v);
+}
+
+static struct job *jobs_find(struct jobs *j, bool is_reload, const char *name) {
+        for (size_t i = 0; i < j->n_jobs; i++)
+                if (j->jobs[i].is_reload == is_reload && streq(j->jobs[i].name, name))
+                        return &j->jobs[i];
+        return NULL;
+}
+
+int jobs_set_config(struct jobs *j, const struct config *c) {
+        size_t n = c->n_maps + c->n_reloads;
+        struct job *v = calloc(n + 1, sizeof(*v));
+
+        if (!v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                struct job *jb = &v[i], *old;
+                bool is_reload = i >= c->n_maps;
+                const char *name = is_reload ? c->reloads[i - c->n_maps].name : c->maps[i].name;
+
+                jb->is_reload = is_reload;
+                jb->name = strdup(name);
+                if (!jb->name || asprintf(&jb->label, "%s%s", is_reload ? "reload " : "", name) < 0) {
+                        jb->label = NULL;
+                        jobs_clear(v, n);
+                        return -ENOMEM;
+                }
+                if (is_reload)
+                        jb->command = c->reloads[i - c->n_maps].command;
+                else {
+                        jb->command = c->maps[i].on_change;
+                        jb->output = c->maps[i].output;
+                }
+                old = jobs_find(j, is_reload, name);
+                if (old) {
+                        jb->owed = old->owed && jb->command;
+                        jb->gen = old->gen;
+                        jb->started_gen = old->started_gen;
+                        jb->running = old->running;
+                        jb->failures = old->failures;
+                        jb->retry_at = old->retry_at;
+                        jb->rows = old->rows;
+                        memcpy(jb->sha256, old->sha256, sizeof(jb->sha256));
+                        jb->causes = old->causes;
+                        old->causes = NULL;
+                }
+        }
+        jobs_clear(j->jobs, j->n_jobs);
+        j->jobs = v;
+        j->n_jobs = n;
+        j->n_maps = c->n_maps;
+        j->config = c;
+        return 0;
+}
+
+int jobs_new(sd_event *event, struct hooks *hooks, const struct config *c, bool retry, jobs_idle_fn idle,
+             void *userdata, struct jobs **ret) {
+        struct jobs *j = calloc(1, sizeof(*j));
+        int r;
+
+        if (!j)
+                return -ENOMEM;
+        j->event = sd_event_ref(event);
+        j->hooks = hooks;
+        j->retry = retry;
+        j->idle = idle;
+        j->userdata = userdata;
+        r = jobs_set_config(j, c);
+        if (r < 0) {
+                jobs_free(j);
+                return r;
+        }
+        *ret = j;
+        return 0;
+}
+
+struct jobs *jobs_free(struct jobs *j) {
+        if (!j)
+                return NULL;
+        jobs_clear(j->jobs, j->n_jobs);
+        sd_event_source_disable_unref(j->retry_timer);
+        sd_event_unref(j->event);
+        free(j);
+        return NULL;
+}
+
+/* The state directory must exist and be writable by no one else: the
+ * owed hooks it names run as this user. */
+static bool state_dir_usable(struct jobs *j) {
+        const char *dir = j->config->state_dir;
+        struct stat st;
+
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                goto fail;
+        if (stat(dir, &st) < 0)
+                goto fail;
+        if (!S_ISDIR(st.st_mode)) {
+                errno = ENOTDIR;
+                goto fail;
+        }
+        if ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+                if (!j->state_warned)
+                        log_error("state_dir %s is writable by others than its owner, or not owned by root or this "
+                                  "user: refusing to use it; owed hooks will not survive a restart",
+                                  dir);
+                j->state_warned = true;
+                return false;
+        }
+        return true;
+fail:
+        if (!j->state_warned)
+                log_error("Could not use state_dir %s: %m; owed hooks will not survive a restart", dir);
+        j->state_warned = true;
+        return false;
+}
+
+static int state_path(const struct jobs *j, const char *suffix, char **ret) {
+        return asprintf(ret, "%s/" STATE_FILE "%s", j->config->state_dir, suffix) < 0 ? -ENOMEM : 0;
+}
+
+static void jobs_save(struct jobs *j) {
+        _cleanup_free_ char *path = NULL, *tmp = NULL, *text = NULL;
+        _cleanup_close_ int fd = -1, dir_fd = -1;
+        size_t len = 0;
+        bool any = false;
+
+        if (!state_dir_usable(j) || state_path(j, "", &path) < 0 || state_path(j, ".XXXXXX", &tmp) < 0)
+                return;
+
+        if (str_append(&text, &len, "# mapsyncd: hooks owed, run at the next start\n", 46) < 0)
+                return;
+        for (size_t i = 0; i < j->n_jobs; i++) {
+                const struct job *jb = &j->jobs[i];
+                if (!jb->owed)
+                        continue;
+                any = true;
+                if (str_append(&text, &len, jb->is_reload ? "reload " : "map ", jb->is_reload ? 7 : 4) < 0 ||
+                    str_append(&text, &len, jb->name, strlen(jb->name)) < 0 || str_append(&text, &len, "\n", 1) < 0)
+                        return;
+        }
+        if (!any) {
+                if (unlink(path) < 0 && errno != ENOENT)
+                        log_error("Could not remove %s: %m", path);
+                return;
+        }
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0) {
+                log_error("Could not record owed hooks in %s: %m", j->config->state_dir);
+                return;
+        }
+        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 || rename(tmp, path) < 0) {
+                log_error("Could not record owed hooks in %s: %s", path, errno ? strerror(errno) : "short write");
+                unlink(tmp);
+                return;
+        }
+        dir_fd = open(j->config->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd >= 0)
+                fsync(dir_fd);
+}
+
+void jobs_load(struct jobs *j) {
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t cap = 0;
+        unsigned lineno = 0, n = 0;
+        ssize_t len;
+
+        if (!state_dir_usable(j) || state_path(j, "", &path) < 0)
+                return;
+        f = fopen(path, "re");
+        if (!f) {
+                if (errno != ENOENT)
+                        log_error("Could not read owed hooks from %s: %m", path);
+                return;
+        }
+        while ((len = getline(&line, &cap, f)) >= 0) {
+                struct job *jb = NULL;
+                char *name = NULL;
+                bool is_reload = false;
+
+                lineno++;
+                if (len > 0 && line[len - 1] == '\n')
+                        line[--len] = '\0';
+                if (len == 0 || line[0] == '#')
+                        continue;
+                if (strncmp(line, "map ", 4) == 0)
+                        name = line + 4;
+                else if (strncmp(line, "reload ", 7) == 0) {
+                        name = line + 7;
+                        is_reload = true;
+                }
+                if (!name || strlen(name) != (size_t)len - (is_reload ? 7 : 4)) {
+                        log_warning("%s:%u: not an owed hook; ignored", path, lineno);
+                        continue;
+                }
+                jb = jobs_find(j, is_reload, name);
+                if (!jb || !jb->command) {
+                        log_warning("%s:%u: owed hook of %s%s, which the configuration no longer has; ignored", path,
+                                    lineno, is_reload ? "reload " : "map ", name);
+                        continue;
+                }
+                jb->owed = true;
+                jb->gen++;
+                n++;
+        }
+        if (n > 0)
+                log_notice("%u hooks owed by an earlier run will run after the first sync", n);
+}
+
+static void job_owe(struct job *jb) {
+        jb->owed = true;
+        jb->gen++;
+        jb->failures = 0;
+        jb->retry_at = 0;
+}
+
+void jobs_prepare(struct jobs *j, const struct sync_cycle *cy) {
+        const struct config *c = j->config;
+        bool changed = false;
+
+        for (size_t i = 0; i < c->n_maps; i++) {
+                const struct map_result *res = &cy->results[i];
+                struct job *jb = &j->jobs[i];
+
+                if (res->status == MAP_FAILED)
+                        continue;
+                memcpy(jb->sha256, res->sha256, sizeof(jb->sha256));
+                jb->rows = res->rows;
+                if (res->status != MAP_CHANGED)
+                        continue;
+                changed = true;
+                if (jb->command)
+                        job_owe(jb);
+                for (size_t k = 0; k < c->maps[i].n_reloads; k++) {
+                        struct job *rj = &j->jobs[j->n_maps + c->maps[i].reloads[k]];
+                        size_t len;
+
+                        if (!rj->owed || !rj->causes) {
+                                free(rj->causes);
+                                rj->causes = NULL;
+                        }
+                        job_owe(rj);
+                        len = rj->causes ? strlen(rj->causes) : 0;
+                        if (len)
+                                str_append(&rj->causes, &len, " ", 1);
+                        str_append(&rj->causes, &len, c->maps[i].name, strlen(c->maps[i].name));
+                }
+        }
+        if (changed)
+                jobs_save(j);
+}
+
+static int jobs_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        jobs_kick(userdata);
+        return 0;
+}
+
+/* What a running hook's completion needs: the job is found again by name,
+ * since a config reload may have rebuilt the array meanwhile. */
+struct job_run {
+        struct jobs *jobs;
+        bool is_reload;
+        char name[];
+};
+
+static void job_on_done(void *userdata, const struct hook_result *res);
+
+static int job_start(struct jobs *j, struct job *jb) {
+        char e_map[300], e_out[4200], e_sha[100], e_rows[64], e_cause[1200];
+        const char *env[4];
+        size_t n_env = 0;
+        int r;
+
+        if (jb->is_reload) {
+                snprintf(e_map, sizeof(e_map), "MAPSYNCD_RELOAD=%s", jb->name);
+                snprintf(e_cause, sizeof(e_cause), "MAPSYNCD_MAP=%s", jb->causes ? jb->causes : "");
+                env[n_env++] = e_map;
+                env[n_env++] = e_cause;
+        } else {
+                snprintf(e_map, sizeof(e_map), "MAPSYNCD_MAP=%s", jb->name);
+                snprintf(e_out, sizeof(e_out), "MAPSYNCD_OUTPUT=%s", jb->output);
+                snprintf(e_sha, sizeof(e_sha), "MAPSYNCD_SHA256=%s", jb->sha256);
+                snprintf(e_rows, sizeof(e_rows), "MAPSYNCD_ROWS=%llu", (unsigned long long)jb->rows);
+                env[n_env++] = e_map;
+                env[n_env++] = e_out;
+                env[n_env++] = e_sha;
+                env[n_env++] = e_rows;
+        }
+        struct hook_spec spec = {
+                .name = jb->label,
+                .map = jb->is_reload ? NULL : jb->name,
+                .command = jb->command,
+                .env = env,
+                .n_env = n_env,
+                .timeout_usec = j->config->hook_timeout_s * 1000000ULL,
+        };
+        struct job_run *run = malloc(sizeof(*run) + strlen(jb->name) + 1);
+
+        if (!run)
+                return -ENOMEM;
+        run->jobs = j;
+        run->is_reload = jb->is_reload;
+        strcpy(run->name, jb->name);
+        jb->running = true;
+        jb->started_gen = jb->gen;
+        r = hooks_start(j->hooks, &spec, job_on_done, run);
+        if (r < 0) {
+                jb->running = false;
+                free(run);
+        }
+        return r;
+}
+
+static void job_failed(struct jobs *j, struct job *jb) {
+        j->failures++;
+        jb->failures++;
+        if (!j->retry) {
+                jb->retry_at = UINT64_MAX;
+                return;
+        }
+        uint64_t delay = RETRY_MIN_USEC << (jb->failures - 1 < 16 ? jb->failures - 1 : 16);
+        if (delay > RETRY_MAX_USEC)
+                delay = RETRY_MAX_USEC;
+        jb->retry_at = now_usec(CLOCK_MONOTONIC) + delay;
+        log_notice("%s: hook will be retried in %llu s", jb->label, (unsigned long long)(delay / 1000000));
+}
+
+static void job_on_done(void *userdata, const struct hook_result *res) {
+        struct job_run *run = userdata;
+        struct jobs *j = run->jobs;
+        struct job *jb = jobs_find(j, run->is_reload, run->name);
+
+        free(run);
+        if (!jb) {
+                /* The config lost this hook while it ran. */
+                if (res->outcome != HOOK_SUCCEEDED)
+                        j->failures++;
+                jobs_kick(j);
+                return;
+        }
+        jb->running = false;
+        if (res->outcome == HOOK_SUCCEEDED) {
+                jb->failures = 0;
+                if (jb->gen == jb->started_gen) {
+                        jb->owed = false;
+                        free(jb->causes);
+                        jb->causes = NULL;
+                        jobs_save(j);
+                }
+        } else
+                job_failed(j, jb);
+        jobs_kick(j);
+}
+
+void jobs_hold(struct jobs *j, bool hold) {
+        j->hold = hold;
+}
+
+void jobs_kick(struct jobs *j) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC), next = UINT64_MAX;
+
+        if (hooks_running(j->hooks) > 0)
+                return;
+        if (!j->hold)
+                for (size_t i = 0; i < j->n_jobs; i++) {
+                        struct job *jb = &j->jobs[i];
+                        if (!jb->owed || !jb->command)
+                                continue;
+                        if (jb->retry_at <= now) {
+                                if (job_start(j, jb) >= 0)
+                                        return;
+                                job_failed(j, jb);
+                                continue;
+                        }
+                        if (jb->retry_at < next)
+                                next = jb->retry_at;
+                }
+        if (next != UINT64_MAX) {
+                if (!j->retry_timer)
+                        sd_event_add_time(j->event, &j->retry_timer, CLOCK_MONOTONIC, next, 0, jobs_on_retry, j);
+                else {
+                        sd_event_source_set_time(j->retry_timer, next);
+                        sd_event_source_set_enabled(j->retry_timer, SD_EVENT_ONESHOT);
+                }
+        } else if (j->retry_timer)
+                sd_event_source_set_enabled(j->retry_timer, SD_EVENT_OFF);
+        if (j->idle)
+                j->idle(j->userdata);
+}
+
+unsigned jobs_owed(const struct jobs *j) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < j->n_jobs; i++)
+                n += j->jobs[i].owed && j->jobs[i].command;
+        return n;
+}
+
+unsigned jobs_running(const struct jobs *j) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < j->n_jobs; i++)
+                n += j->jobs[i].running;
+        return n;
+}
+
+unsigned jobs_failures(const struct jobs *j) {
+        return j->failures;
+}

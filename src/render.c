@@ -1,0 +1,158 @@
+/* Map rendering: one line per key, validated so that no database value can
+ * start, end or split a line of a Postfix table or a Dovecot passwd-file. */
+#include "render.h"
+
+#include "log.h"
+#include "util.h"
+
+void render_init(struct render *r, const struct map_config *m, render_write_fn write, void *userdata) {
+        *r = (struct render){
+                .format = m->format,
+                .map_name = m->name,
+                .on_invalid = m->on_invalid,
+                .write = write,
+                .userdata = userdata,
+        };
+}
+
+void render_done(struct render *r) {
+        free(r->key);
+        free(r->value);
+        r->key = r->value = NULL;
+}
+
+const char *render_check_row(enum map_format format, const struct db_row *row) {
+        if (!row->key)
+                return "key is NULL";
+        if (row->key_len == 0)
+                return "key is empty";
+        if (!row->value)
+                return "value is NULL";
+        if (row->value_len == 0)
+                return "value is empty";
+        for (size_t i = 0; i < row->key_len; i++) {
+                unsigned char c = row->key[i];
+                if (c <= 0x20 || c == 0x7f)
+                        return "key holds white space or a control byte";
+                if (c == ':' && format == MAP_FORMAT_PASSWD)
+                        return "key holds ':', the passwd-file field separator";
+        }
+        if (row->key[0] == '#' && format == MAP_FORMAT_POSTFIX)
+                return "key starts with '#', a comment in a Postfix table";
+        for (size_t i = 0; i < row->value_len; i++) {
+                unsigned char c = row->value[i];
+                if (c < 0x20 || c == 0x7f)
+                        return "value holds a control byte (newline, CR, tab, NUL...)";
+        }
+        return NULL;
+}
+
+static int emit(struct render *r, const void *data, size_t n) {
+        r->n_bytes += n;
+        return r->write(r->userdata, data, n);
+}
+
+static int set_buf(char **buf, size_t *len, size_t *cap, const unsigned char *src, size_t n, bool lower) {
+        if (n + 1 > *cap) {
+                size_t c = *cap ? *cap : 64;
+                char *b;
+                while (c < n + 1)
+                        c *= 2;
+                b = realloc(*buf, c);
+                if (!b)
+                        return -ENOMEM;
+                *buf = b;
+                *cap = c;
+        }
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = src[i];
+                (*buf)[i] = (char)(lower && c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        (*buf)[n] = '\0';
+        *len = n;
+        return 0;
+}
+
+static bool same_key(const struct render *r, const struct db_row *row) {
+        if (!r->have_key || r->key_len != row->key_len)
+                return false;
+        for (size_t i = 0; i < row->key_len; i++) {
+                unsigned char c = row->key[i];
+                if ((char)(c >= 'A' && c <= 'Z' ? c + 32 : c) != r->key[i])
+                        return false;
+        }
+        return true;
+}
+
+static void log_dropped(struct render *r, uint64_t n, const struct db_row *row, const char *why) {
+        char key[160];
+
+        if (n > RENDER_LOG_LIMIT)
+                return;
+        str_escape(row->key ? row->key : (const unsigned char *)"", row->key_len, key, sizeof(key));
+        log_submit(r->on_invalid == ON_INVALID_FAIL ? LOG_ERR : LOG_WARNING,
+                   LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
+                   "%s: %s row with key \"%s\": %s", r->map_name,
+                   r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped", key, why);
+}
+
+int render_row(struct render *r, const struct db_row *row) {
+        const char *why;
+        int k;
+
+        r->n_rows++;
+        why = render_check_row(r->format, row);
+        if (why) {
+                log_dropped(r, ++r->n_invalid, row, why);
+                return 0;
+        }
+
+        if (same_key(r, row)) {
+                if (r->value_len == row->value_len && memcmp(r->value, row->value, row->value_len) == 0)
+                        return 0; /* the same pair twice */
+                if (r->format == MAP_FORMAT_PASSWD) {
+                        char key[160];
+                        if (++r->n_duplicates <= RENDER_LOG_LIMIT)
+                                log_submit(LOG_WARNING, LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
+                                           "%s: key \"%s\" appears in more than one row; kept the first",
+                                           r->map_name, str_escape(r->key, r->key_len, key, sizeof(key)));
+                        return 0;
+                }
+                k = emit(r, ", ", 2);
+        } else {
+                if (r->have_key && (k = emit(r, "\n", 1)) < 0)
+                        return k;
+                k = set_buf(&r->key, &r->key_len, &r->key_cap, row->key, row->key_len, true);
+                if (k < 0)
+                        return k;
+                r->have_key = true;
+                r->n_lines++;
+                k = emit(r, r->key, r->key_len);
+                if (k >= 0)
+                        k = emit(r, r->format == MAP_FORMAT_POSTFIX ? "\t" : ":", 1);
+        }
+        if (k >= 0)
+                k = set_buf(&r->value, &r->value_len, &r->value_cap, row->value, row->value_len, false);
+        if (k >= 0)
+                k = emit(r, row->value, row->value_len);
+        return k;
+}
+
+int render_finish(struct render *r) {
+        int k;
+
+        if (r->have_key && (k = emit(r, "\n", 1)) < 0)
+                return k;
+        r->have_key = false;
+        if (r->n_invalid > RENDER_LOG_LIMIT)
+                log_submit(r->on_invalid == ON_INVALID_FAIL ? LOG_ERR : LOG_WARNING,
+                           LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
+                           "%s: %llu invalid rows in all (%llu more not shown)", r->map_name,
+                           (unsigned long long)r->n_invalid, (unsigned long long)(r->n_invalid - RENDER_LOG_LIMIT));
+        if (r->n_duplicates > RENDER_LOG_LIMIT)
+                log_submit(LOG_WARNING, LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
+                           "%s: %llu repeated keys in all (%llu more not shown)", r->map_name,
+                           (unsigned long long)r->n_duplicates,
+                           (unsigned long long)(r->n_duplicates - RENDER_LOG_LIMIT));
+        return 0;
+}

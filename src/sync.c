@@ -1,0 +1,165 @@
+/* The sync cycle: render from one snapshot, replace what changed. */
+#include "sync.h"
+
+#include <time.h>
+
+#include "log.h"
+#include "render.h"
+#include "util.h"
+
+static void map_failed(struct sync_cycle *cy, size_t i) {
+        cy->results[i].status = MAP_FAILED;
+        cy->outputs[i] = output_free(cy->outputs[i]);
+}
+
+/* Renders map i into a new output. */
+static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
+        const struct map_config *m = &cy->config->maps[i];
+        struct map_result *res = &cy->results[i];
+        struct db_query *q = NULL;
+        struct render rd;
+        struct db_row row;
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        int r;
+
+        r = output_new(m, cy->dry_run, &cy->outputs[i]);
+        if (r < 0) {
+                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                           "%s: Could not prepare %s: %s", m->name, m->output, strerror(-r));
+                map_failed(cy, i);
+                return;
+        }
+        r = db_query_new(db, m->query, &q);
+        if (r < 0) {
+                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                           "%s: query failed: %s; kept %s as it was", m->name, db_errmsg(db), m->output);
+                map_failed(cy, i);
+                return;
+        }
+
+        render_init(&rd, m, output_write, cy->outputs[i]);
+        for (;;) {
+                int k = db_query_next(q, &row);
+                if (k < 0) {
+                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                                   "%s: query failed: %s; kept %s as it was", m->name, db_errmsg(db), m->output);
+                        r = k;
+                        break;
+                }
+                if (k == 0)
+                        break;
+                r = render_row(&rd, &row); /* a write error is logged by output */
+                if (r < 0)
+                        break;
+        }
+        if (r == 0)
+                r = render_finish(&rd);
+        if (r == 0)
+                r = output_finish(cy->outputs[i]);
+        db_query_free(q);
+
+        res->rows = rd.n_lines;
+        res->invalid = rd.n_invalid;
+        res->bytes = rd.n_bytes;
+        res->duration_ms = elapsed_ms(start);
+        render_done(&rd);
+
+        if (r < 0) {
+                map_failed(cy, i);
+                return;
+        }
+        if (res->invalid > 0 && m->on_invalid == ON_INVALID_FAIL) {
+                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                           "%s: %llu invalid rows and on_invalid = fail: kept %s as it was", m->name,
+                           (unsigned long long)res->invalid, m->output);
+                map_failed(cy, i);
+                return;
+        }
+        snprintf(res->sha256, sizeof(res->sha256), "%s", output_sha256(cy->outputs[i]));
+        res->status = output_changed(cy->outputs[i]) ? MAP_CHANGED : MAP_UNCHANGED;
+}
+
+int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret) {
+        struct sync_cycle *cy;
+        int r;
+
+        cy = calloc(1, sizeof(*cy));
+        if (!cy)
+                return -ENOMEM;
+        cy->config = c;
+        cy->dry_run = dry_run;
+        cy->outputs = calloc(c->n_maps, sizeof(*cy->outputs));
+        cy->results = calloc(c->n_maps, sizeof(*cy->results));
+        if (!cy->outputs || !cy->results) {
+                sync_cycle_free(cy);
+                return -ENOMEM;
+        }
+
+        r = db_begin(db);
+        if (r < 0) {
+                sync_cycle_free(cy);
+                return r;
+        }
+        for (size_t i = 0; i < c->n_maps; i++)
+                render_map(cy, db, i);
+        db_end(db);
+
+        *ret = cy;
+        return 0;
+}
+
+void sync_commit(struct sync_cycle *cy) {
+        for (size_t i = 0; i < cy->config->n_maps; i++) {
+                const struct map_config *m = &cy->config->maps[i];
+                struct map_result *res = &cy->results[i];
+                struct output *o = cy->outputs[i];
+                uint64_t start = now_usec(CLOCK_MONOTONIC);
+
+                if (res->status == MAP_FAILED)
+                        continue;
+                if (cy->dry_run) {
+                        if (res->status == MAP_CHANGED && output_diff(o, &res->added, &res->removed) < 0) {
+                                log_error("%s: Could not compare with %s: out of memory", m->name, m->output);
+                                res->status = MAP_FAILED;
+                        }
+                        continue;
+                }
+                if (output_commit(o) < 0) {
+                        res->status = MAP_FAILED;
+                        cy->outputs[i] = output_free(o);
+                        continue;
+                }
+                res->duration_ms += elapsed_ms(start);
+                if (res->status == MAP_CHANGED)
+                        log_submit(LOG_INFO,
+                                   LOG_FIELDS(.message_id = MSGID_MAP_REPLACED, .map = m->name, .sha256 = res->sha256,
+                                              .rows = (int64_t)res->rows,
+                                              .duration_ms = (int64_t)res->duration_ms),
+                                   "%s: replaced %s: %llu rows, %llu bytes, sha256 %s", m->name, m->output,
+                                   (unsigned long long)res->rows, (unsigned long long)res->bytes, res->sha256);
+                else
+                        log_submit(LOG_DEBUG, LOG_FIELDS(.map = m->name, .rows = (int64_t)res->rows),
+                                   "%s: %s unchanged (%llu rows)", m->name, m->output,
+                                   (unsigned long long)res->rows);
+        }
+}
+
+struct sync_cycle *sync_cycle_free(struct sync_cycle *cy) {
+        if (!cy)
+                return NULL;
+        if (cy->outputs)
+                for (size_t i = 0; i < cy->config->n_maps; i++)
+                        output_free(cy->outputs[i]);
+        free(cy->outputs);
+        free(cy->results);
+        free(cy);
+        return NULL;
+}
+
+unsigned sync_count(const struct sync_cycle *cy, enum map_status status) {
+        unsigned n = 0;
+
+        for (size_t i = 0; i < cy->config->n_maps; i++)
+                n += cy->results[i].status == status;
+        return n;
+}
