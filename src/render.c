@@ -37,8 +37,9 @@ const char *render_check_row(enum map_format format, const struct db_row *row) {
                 if (c == ':' && format == MAP_FORMAT_PASSWD)
                         return "key holds ':', the passwd-file field separator";
         }
-        if (row->key[0] == '#' && format == MAP_FORMAT_POSTFIX)
-                return "key starts with '#', a comment in a Postfix table";
+        /* Postfix tables and Dovecot's passwd-file both skip such lines. */
+        if (row->key[0] == '#')
+                return "key starts with '#', which makes the line a comment";
         for (size_t i = 0; i < row->value_len; i++) {
                 unsigned char c = row->value[i];
                 if (c < 0x20 || c == 0x7f)
