@@ -12,6 +12,10 @@
 /* Receives rendered bytes; returns 0 or a negative errno. */
 typedef int (*render_write_fn)(void *userdata, const void *data, size_t n);
 
+/* Number of invalid or duplicate rows noted one by one per map and
+ * cycle; the rest are counted in one summary. */
+#define RENDER_LOG_LIMIT 10
+
 struct render {
         enum map_format format;
         const char *map_name;
@@ -28,11 +32,10 @@ struct render {
         uint64_t n_invalid;    /* rows dropped as invalid */
         uint64_t n_duplicates; /* passwd rows dropped for a repeated key */
         uint64_t n_bytes;
+        char *notes[2 * RENDER_LOG_LIMIT]; /* why rows were dropped */
+        size_t n_notes;
 };
 
-/* Number of invalid or duplicate rows logged one by one per map and
- * cycle; the rest are counted in one summary. */
-#define RENDER_LOG_LIMIT 10
 
 void render_init(struct render *r, const struct map_config *m, render_write_fn write, void *userdata);
 void render_done(struct render *r);
@@ -45,5 +48,10 @@ const char *render_check_row(enum map_format format, const struct db_row *row);
  * negative errno. */
 int render_row(struct render *r, const struct db_row *row);
 
-/* Ends the last line and logs the summary of dropped rows. */
+/* Ends the last line. */
 int render_finish(struct render *r);
+
+/* Logs why rows were dropped (at most RENDER_LOG_LIMIT of each kind, then
+ * counts) at the given priority; invalid rows of an on_invalid = fail map
+ * always at LOG_ERR. */
+void render_log(const struct render *r, int priority);

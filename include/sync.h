@@ -27,9 +27,15 @@ struct map_result {
         uint64_t duration_ms;
 };
 
+struct render;
+
 struct sync_cycle {
         const struct config *config;
         bool dry_run;
+        /* Log why rows were dropped from every map, not only from those that
+         * changed (whose drops are news). Set it before sync_commit(). */
+        bool report_all;
+        struct render *renders;
         struct output **outputs;
         struct map_result *results; /* one per map, config order */
 };

@@ -87,6 +87,7 @@ int check_dry_run(const struct config *c) {
                 db_close(db);
                 return 1;
         }
+        cy->report_all = true;
         sync_commit(cy);
         for (size_t i = 0; i < c->n_maps; i++) {
                 const struct map_result *res = &cy->results[i];

@@ -26,6 +26,8 @@ static const uint64_t recheck_usec[] = { 20 * USEC_PER_MSEC, 200 * USEC_PER_MSEC
 #define RETRY_SYNC_MAX_USEC (60 * USEC_PER_SEC)
 #define REWATCH_USEC (2 * USEC_PER_SEC)
 #define STOP_GRACE_USEC (2 * USEC_PER_SEC)
+/* sd-event's default accuracy (250 ms) would add to every debounce. */
+#define TIMER_ACCURACY_USEC (1 * USEC_PER_MSEC)
 
 struct daemon {
         sd_event *event;
@@ -67,7 +69,7 @@ static int daemon_on_recheck(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void arm(struct daemon *d, sd_event_source **s, uint64_t usec_abs, sd_event_time_handler_t fn) {
         if (!*s) {
-                if (sd_event_add_time(d->event, s, CLOCK_MONOTONIC, usec_abs, 0, fn, d) < 0)
+                if (sd_event_add_time(d->event, s, CLOCK_MONOTONIC, usec_abs, TIMER_ACCURACY_USEC, fn, d) < 0)
                         log_error("Could not arm a timer: %m");
                 return;
         }
@@ -248,6 +250,7 @@ static void daemon_sync(struct daemon *d) {
         daemon_clear_problem(d);
 
         jobs_prepare(d->jobs, cy);
+        cy->report_all = !d->first_cycle_done;
         sync_commit(cy);
         changed = sync_count(cy, MAP_CHANGED);
         failed = sync_count(cy, MAP_FAILED);
@@ -481,7 +484,8 @@ static int daemon_setup(struct daemon *d) {
         r = sd_event_set_watchdog(d->event, true);
         if (r < 0)
                 return r;
-        r = sd_event_add_time(d->event, &d->recheck, CLOCK_MONOTONIC, UINT64_MAX, 0, daemon_on_recheck, d);
+        r = sd_event_add_time(d->event, &d->recheck, CLOCK_MONOTONIC, UINT64_MAX, TIMER_ACCURACY_USEC,
+                              daemon_on_recheck, d);
         if (r < 0)
                 return r;
         sd_event_source_set_enabled(d->recheck, SD_EVENT_OFF);

@@ -2,6 +2,9 @@
  * start, end or split a line of a Postfix table or a Dovecot passwd-file. */
 #include "render.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "log.h"
 #include "util.h"
 
@@ -16,6 +19,9 @@ void render_init(struct render *r, const struct map_config *m, render_write_fn w
 }
 
 void render_done(struct render *r) {
+        for (size_t i = 0; i < r->n_notes; i++)
+                free(r->notes[i]);
+        r->n_notes = 0;
         free(r->key);
         free(r->value);
         r->key = r->value = NULL;
@@ -85,16 +91,46 @@ static bool same_key(const struct render *r, const struct db_row *row) {
         return true;
 }
 
-static void log_dropped(struct render *r, uint64_t n, const struct db_row *row, const char *why) {
+/* Keeps the first few reasons; they are logged once the caller knows
+ * whether they are news (render_log). */
+static void note(struct render *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void note(struct render *r, const char *fmt, ...) {
+        va_list ap;
+        char *s;
+
+        if (r->n_notes >= ARRAY_SIZE(r->notes))
+                return;
+        va_start(ap, fmt);
+        if (vasprintf(&s, fmt, ap) >= 0)
+                r->notes[r->n_notes++] = s;
+        va_end(ap);
+}
+
+static void note_dropped(struct render *r, const struct db_row *row, const char *why) {
         char key[160];
 
-        if (n > RENDER_LOG_LIMIT)
+        if (r->n_invalid > RENDER_LOG_LIMIT)
                 return;
         str_escape(row->key ? row->key : (const unsigned char *)"", row->key_len, key, sizeof(key));
-        log_submit(r->on_invalid == ON_INVALID_FAIL ? LOG_ERR : LOG_WARNING,
-                   LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
-                   "%s: %s row with key \"%s\": %s", r->map_name,
-                   r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped", key, why);
+        note(r, "%s: %s row with key \"%s\": %s", r->map_name,
+             r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped", key, why);
+}
+
+void render_log(const struct render *r, int priority) {
+        const struct log_fields *f = LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name);
+
+        if (r->n_invalid > 0 && r->on_invalid == ON_INVALID_FAIL)
+                priority = LOG_ERR;
+        for (size_t i = 0; i < r->n_notes; i++)
+                log_submit(priority, f, "%s", r->notes[i]);
+        if (r->n_invalid > RENDER_LOG_LIMIT)
+                log_submit(priority, f, "%s: %llu invalid rows in all (%llu more not shown)", r->map_name,
+                           (unsigned long long)r->n_invalid, (unsigned long long)(r->n_invalid - RENDER_LOG_LIMIT));
+        if (r->n_duplicates > RENDER_LOG_LIMIT)
+                log_submit(priority, f, "%s: %llu repeated keys in all (%llu more not shown)", r->map_name,
+                           (unsigned long long)r->n_duplicates,
+                           (unsigned long long)(r->n_duplicates - RENDER_LOG_LIMIT));
 }
 
 int render_row(struct render *r, const struct db_row *row) {
@@ -104,7 +140,8 @@ int render_row(struct render *r, const struct db_row *row) {
         r->n_rows++;
         why = render_check_row(r->format, row);
         if (why) {
-                log_dropped(r, ++r->n_invalid, row, why);
+                r->n_invalid++;
+                note_dropped(r, row, why);
                 return 0;
         }
 
@@ -114,9 +151,8 @@ int render_row(struct render *r, const struct db_row *row) {
                 if (r->format == MAP_FORMAT_PASSWD) {
                         char key[160];
                         if (++r->n_duplicates <= RENDER_LOG_LIMIT)
-                                log_submit(LOG_WARNING, LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
-                                           "%s: key \"%s\" appears in more than one row; kept the first",
-                                           r->map_name, str_escape(r->key, r->key_len, key, sizeof(key)));
+                                note(r, "%s: key \"%s\" appears in more than one row; kept the first", r->map_name,
+                                     str_escape(r->key, r->key_len, key, sizeof(key)));
                         return 0;
                 }
                 k = emit(r, ", ", 2);
@@ -145,15 +181,5 @@ int render_finish(struct render *r) {
         if (r->have_key && (k = emit(r, "\n", 1)) < 0)
                 return k;
         r->have_key = false;
-        if (r->n_invalid > RENDER_LOG_LIMIT)
-                log_submit(r->on_invalid == ON_INVALID_FAIL ? LOG_ERR : LOG_WARNING,
-                           LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
-                           "%s: %llu invalid rows in all (%llu more not shown)", r->map_name,
-                           (unsigned long long)r->n_invalid, (unsigned long long)(r->n_invalid - RENDER_LOG_LIMIT));
-        if (r->n_duplicates > RENDER_LOG_LIMIT)
-                log_submit(LOG_WARNING, LOG_FIELDS(.message_id = MSGID_INVALID_ROW, .map = r->map_name),
-                           "%s: %llu repeated keys in all (%llu more not shown)", r->map_name,
-                           (unsigned long long)r->n_duplicates,
-                           (unsigned long long)(r->n_duplicates - RENDER_LOG_LIMIT));
         return 0;
 }

@@ -17,7 +17,7 @@ static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
         const struct map_config *m = &cy->config->maps[i];
         struct map_result *res = &cy->results[i];
         struct db_query *q = NULL;
-        struct render rd;
+        struct render *rd = &cy->renders[i];
         struct db_row row;
         uint64_t start = now_usec(CLOCK_MONOTONIC);
         int r;
@@ -37,7 +37,7 @@ static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
                 return;
         }
 
-        render_init(&rd, m, output_write, cy->outputs[i]);
+        render_init(rd, m, output_write, cy->outputs[i]);
         for (;;) {
                 int k = db_query_next(q, &row);
                 if (k < 0) {
@@ -48,27 +48,27 @@ static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
                 }
                 if (k == 0)
                         break;
-                r = render_row(&rd, &row); /* a write error is logged by output */
+                r = render_row(rd, &row); /* a write error is logged by output */
                 if (r < 0)
                         break;
         }
         if (r == 0)
-                r = render_finish(&rd);
+                r = render_finish(rd);
         if (r == 0)
                 r = output_finish(cy->outputs[i]);
         db_query_free(q);
 
-        res->rows = rd.n_lines;
-        res->invalid = rd.n_invalid;
-        res->bytes = rd.n_bytes;
+        res->rows = rd->n_lines;
+        res->invalid = rd->n_invalid;
+        res->bytes = rd->n_bytes;
         res->duration_ms = elapsed_ms(start);
-        render_done(&rd);
 
         if (r < 0) {
                 map_failed(cy, i);
                 return;
         }
         if (res->invalid > 0 && m->on_invalid == ON_INVALID_FAIL) {
+                render_log(rd, LOG_ERR);
                 log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
                            "%s: %llu invalid rows and on_invalid = fail: kept %s as it was", m->name,
                            (unsigned long long)res->invalid, m->output);
@@ -90,7 +90,8 @@ int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync
         cy->dry_run = dry_run;
         cy->outputs = calloc(c->n_maps, sizeof(*cy->outputs));
         cy->results = calloc(c->n_maps, sizeof(*cy->results));
-        if (!cy->outputs || !cy->results) {
+        cy->renders = calloc(c->n_maps, sizeof(*cy->renders));
+        if (!cy->outputs || !cy->results || !cy->renders) {
                 sync_cycle_free(cy);
                 return -ENOMEM;
         }
@@ -117,6 +118,7 @@ void sync_commit(struct sync_cycle *cy) {
 
                 if (res->status == MAP_FAILED)
                         continue;
+                render_log(&cy->renders[i], res->status == MAP_CHANGED || cy->report_all ? LOG_WARNING : LOG_DEBUG);
                 if (cy->dry_run) {
                         if (res->status == MAP_CHANGED && output_diff(o, &res->added, &res->removed) < 0) {
                                 log_error("%s: Could not compare with %s: out of memory", m->name, m->output);
@@ -150,8 +152,12 @@ struct sync_cycle *sync_cycle_free(struct sync_cycle *cy) {
         if (cy->outputs)
                 for (size_t i = 0; i < cy->config->n_maps; i++)
                         output_free(cy->outputs[i]);
+        if (cy->renders)
+                for (size_t i = 0; i < cy->config->n_maps; i++)
+                        render_done(&cy->renders[i]);
         free(cy->outputs);
         free(cy->results);
+        free(cy->renders);
         free(cy);
         return NULL;
 }

@@ -15,10 +15,13 @@ Environment:
   MAPSYNCD_CONF        the config to test (default: conf/mapsyncd.conf)
   E2E_KEEP=1           keep the temporary folder for inspection
   E2E_LATENCY_LIMIT_S  the live tests' deadline after COMMIT (default 2)
+  E2E_LOCK_WAIT_S      how long to wait for another e2e test on this machine
+                       (default 420; the tests take a machine-wide lock)
 """
 
 import contextlib
 import ctypes
+import fcntl
 import grp
 import os
 import pwd
@@ -30,6 +33,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -37,7 +41,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.environ.get("MAPSYNCD_SOURCE_ROOT") or os.path.dirname(os.path.dirname(HERE))
 TOOLS = os.path.join(SOURCE_ROOT, "tools")
 SHIPPED_CONF = os.environ.get("MAPSYNCD_CONF") or os.path.join(SOURCE_ROOT, "conf", "mapsyncd.conf")
-SCHEMA = os.path.join(TOOLS, "admin-panel.sql")
 LATENCY_LIMIT_S = float(os.environ.get("E2E_LATENCY_LIMIT_S", "2"))
 
 # The uid/gid that owns the virtual mailboxes, for Postfix's virtual(8)
@@ -132,11 +135,15 @@ def main(test_fn):
     ok = False
     try:
         preflight()
+        lock = take_machine_lock()
         test_fn(checks, tmp)
+        lock.close()
         ok = not checks.failed and bool(checks.passed)
     except TestFailure as e:
+        checks.failed.append("setup")
         log(f"FAIL: {e}")
     except BaseException:
+        checks.failed.append("setup")
         log("FAIL: unexpected error\n" + traceback.format_exc())
     finally:
         reap_orphans()
@@ -147,6 +154,32 @@ def main(test_fn):
     n_ok, n_bad = len(checks.passed), len(checks.failed)
     log(f"{n_ok} passed, {n_bad} failed")
     sys.exit(0 if ok else 1)
+
+
+LOCK_PATH = "/run/lock/mapsyncd-e2e.lock" if os.path.isdir("/run/lock") else "/tmp/mapsyncd-e2e.lock"
+LOCK_WAIT_S = float(os.environ.get("E2E_LOCK_WAIT_S", "420"))
+
+
+def take_machine_lock():
+    """One e2e test at a time on this machine, also across separate meson
+    runs: they share /etc/postfix/main.cf and the timing measurements must
+    not compete. Returns the open lock file (closing it releases the lock;
+    so does the process's death)."""
+    f = open(LOCK_PATH, "a")
+    start = time.monotonic()
+    said = False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() - start > LOCK_WAIT_S:
+                f.close()
+                fail(f"another e2e test held {LOCK_PATH} for {LOCK_WAIT_S:.0f} s")
+            if not said:
+                log(f"waiting for {LOCK_PATH}: another e2e test runs on this machine")
+                said = True
+            time.sleep(0.5)
 
 
 def make_tmpdir():
@@ -181,7 +214,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(pred, timeout, interval=0.05, what="condition"):
+def wait_for(pred, timeout, interval=0.05):
     """Polls pred() until it returns a true value or timeout seconds pass;
     returns (value, seconds waited). Bounded: never loops forever."""
     start = time.monotonic()
@@ -240,7 +273,7 @@ class Conf:
 
     def _rewrite(self, text):
         lines = text.split("\n")
-        section, key = None, None
+        section, key = "", None
         parsed = []  # (section, key, line index, is_continuation)
         for i, line in enumerate(lines):
             st = line.strip()
@@ -342,11 +375,6 @@ def mapsyncd_once(conf, timeout=120):
     return rc, out + err
 
 
-def mapsyncd_help():
-    rc, out, err = run([mapsyncd_exe(), "--help"], timeout=30)
-    return out + err
-
-
 class Daemon:
     """mapsyncd in its default mode (foreground, watching the database).
     Readiness: READY=1 on a private NOTIFY_SOCKET (sd_notify), with a
@@ -358,6 +386,7 @@ class Daemon:
         self.log_path = os.path.join(conf.tmp, "mapsyncd.log")
         self.notify_path = os.path.join(conf.tmp, "notify.sock")
         self.sock = None
+        self.logf = None
         self.notifications = []
 
     def start(self, timeout=60):
@@ -365,7 +394,12 @@ class Daemon:
             os.unlink(self.notify_path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.notify_path)
-        self.sock.settimeout(0.1)
+        self.sock.settimeout(0.2)
+        self.ready = threading.Event()
+        # Drained all the time, as systemd does: with a full socket buffer
+        # sd_notify() would block the daemon.
+        self.reader = threading.Thread(target=self._read_notify, daemon=True)
+        self.reader.start()
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
         env.pop("JOURNAL_STREAM", None)  # plain lines on stderr, into our log
         self.logf = open(self.log_path, "ab")
@@ -377,7 +411,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 fail(f"mapsyncd (daemon mode) exited with status {self.proc.returncode} while starting;"
                      f" its output:\n{self.log()}")
-            if self._drain_notify("READY=1"):
+            if self.ready.wait(0.05):
                 log(f"mapsyncd ready (READY=1) after {time.monotonic() - start:.2f} s")
                 return
             sig = self._outputs_signature()
@@ -399,17 +433,18 @@ class Daemon:
             sig.append((st.st_ino, st.st_mtime_ns, st.st_size))
         return tuple(sig)
 
-    def _drain_notify(self, want=None):
-        found = False
+    def _read_notify(self):
         while True:
             try:
                 data = self.sock.recv(4096)
-            except (socket.timeout, BlockingIOError):
-                return found
+            except socket.timeout:
+                continue
+            except OSError:  # closed by stop()
+                return
             msg = data.decode(errors="replace")
             self.notifications.append(msg)
-            if want and want in msg.split("\n"):
-                found = True
+            if "READY=1" in msg.split("\n"):
+                self.ready.set()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -419,9 +454,9 @@ class Daemon:
 
     def stop(self, timeout=20):
         """SIGTERM, then SIGKILL; returns the exit status (None if never started)."""
-        if self.proc is None:
-            return None
         try:
+            if self.proc is None:
+                return None
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
                 try:
@@ -432,49 +467,14 @@ class Daemon:
                     self.proc.wait(10)
             return self.proc.returncode
         finally:
-            self.logf.close()
+            if self.logf:
+                self.logf.close()
             if self.sock:
                 self.sock.close()
 
 
-def wait_daemon_capable():
-    """Fails unless the binary under test has a daemon mode (the default mode,
-    without --once); says so plainly rather than timing out obscurely."""
-    text = mapsyncd_help()
-    check("--once" in text, f"mapsyncd --help does not mention --once:\n{text}")
-    return text
-
-
 # --------------------------------------------------------------------------
 # The admin-panel database
-
-
-def hash_password(password, cost=10):
-    """A Laravel-style bcrypt hash: "$2y$<cost>$<53 chars>", made by
-    tools/gendb.py when it offers a hash function, else by libc crypt(3)."""
-    gendb = import_gendb()
-    for name in ("hash_password", "bcrypt_hash", "make_hash", "laravel_hash"):
-        fn = getattr(gendb, name, None) if gendb else None
-        if callable(fn):
-            try:
-                h = fn(password, cost)
-            except TypeError:
-                h = fn(password)
-            if isinstance(h, bytes):
-                h = h.decode()
-            return h
-    return _crypt_bcrypt(password, cost)
-
-
-def _crypt_bcrypt(password, cost):
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-    salt = crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << cost)
-    h = crypt.crypt(password, "$2y$" + salt[4:])
-    check(h and h.startswith("$2y$") and len(h) == 60, f"crypt(3) made no $2y$ bcrypt hash: {h!r}")
-    return h
 
 
 _gendb = []
@@ -496,16 +496,6 @@ def import_gendb():
 def connect(db_path):
     db = sqlite3.connect(db_path, isolation_level=None, timeout=30)
     db.execute("PRAGMA foreign_keys = ON")
-    return db
-
-
-def create_db(db_path, journal_mode="wal"):
-    """An empty admin-panel database with the Laravel schema."""
-    with open(SCHEMA) as f:
-        schema = f.read()
-    db = connect(db_path)
-    db.execute(f"PRAGMA journal_mode = {journal_mode}")
-    db.executescript(schema)
     return db
 
 
@@ -560,13 +550,13 @@ def alias_sql(domain_id_, source, destination, active=1):
 # independently of the shipped queries.
 
 
-def generate_db(db_path, accounts=100, hostile=True, seed=1):
+def generate_db(db_path, accounts=100, hostile=True, seed=1, journal="wal"):
     """tools/gendb.py's database; returns {"accounts": n, "alias_rows": n}
     (the ids of the regular rows; hostile rows come after them)."""
     gendb = import_gendb()
     check(gendb is not None, f"{TOOLS}/gendb.py is missing")
     os.makedirs(os.path.dirname(db_path), exist_ok=True)
-    counts = gendb.generate(db_path, accounts=accounts, hostile=hostile, seed=seed)
+    counts = gendb.generate(db_path, accounts=accounts, hostile=hostile, seed=seed, journal=journal)
     n_hostile = {"email_accounts": 0, "aliases": 0}
     if hostile:
         for r in gendb.HOSTILE_ROWS:
@@ -596,13 +586,11 @@ def expected_maps(db, regular):
         dests = exp["virtual_aliases"].setdefault(src.lower(), [])
         if dst not in dests:
             dests.append(dst)
-    hostile_ids = {"email_accounts": regular["accounts"], "aliases": regular["alias_rows"]}
     have_hostile = db.execute("SELECT count(*) FROM email_accounts WHERE id > ?",
                               (regular["accounts"],)).fetchone()[0]
     if not have_hostile:
         return exp
     for r in gendb.HOSTILE_ROWS:
-        hostile_ids[r["table"]] += 1
         v = r["values"]
         for m, verdict in r["expect"].items():
             if verdict != "valid":
@@ -968,7 +956,7 @@ first_valid_uid = 1
 mail_plugins = quota
 passdb {{
   driver = passwd-file
-  args = scheme=BLF-CRYPT {passwd_file}
+  args = {passwd_file}
 }}
 userdb {{
   driver = passwd-file
