@@ -40,6 +40,10 @@ void jobs_prepare(struct jobs *j, const struct sync_cycle *cy);
 void jobs_kick(struct jobs *j);
 void jobs_hold(struct jobs *j, bool hold);
 
+struct metrics;
+/* Counts hook runs and failures there (NULL: not at all). */
+void jobs_set_metrics(struct jobs *j, struct metrics *m);
+
 unsigned jobs_owed(const struct jobs *j);
 unsigned jobs_running(const struct jobs *j);
 

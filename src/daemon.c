@@ -12,6 +12,7 @@
 #include "hook.h"
 #include "jobs.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "sync.h"
 #include "util.h"
@@ -36,6 +37,7 @@ struct daemon {
         enum daemon_mode mode;
         struct hooks *hooks;
         struct jobs *jobs;
+        struct metrics *metrics;
 
         struct db *db;
         dev_t db_dev;
@@ -82,9 +84,12 @@ static void disarm(sd_event_source *s) {
                 sd_event_source_set_enabled(s, SD_EVENT_OFF);
 }
 
+/* STATUS= and the metrics file. */
 static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
 
+        if (d->config->metrics_file)
+                metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
                 return;
         if (d->problem[0])
@@ -120,6 +125,7 @@ static void daemon_maybe_done(struct daemon *d) {
         if (!d->first_cycle_done || jobs_running(d->jobs) > 0)
                 return;
         if (d->mode == DAEMON_ONCE || d->stopping) {
+                daemon_update_status(d);
                 sd_event_exit(d->event, 0);
                 return;
         }
@@ -244,6 +250,7 @@ static void daemon_sync(struct daemon *d) {
                 d->failures++;
                 d->n_cycles++;
                 log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED), "sync failed: kept every map as it was");
+                metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
                 daemon_schedule_retry(d);
                 goto done;
         }
@@ -263,6 +270,7 @@ static void daemon_sync(struct daemon *d) {
                               .duration_ms = (int64_t)elapsed_ms(start)),
                    "sync: %u changed, %zu unchanged, %u failed in %llu ms", changed,
                    d->config->n_maps - changed - failed, failed, (unsigned long long)elapsed_ms(start));
+        metrics_cycle(d->metrics, d->config, cy, now_usec(CLOCK_MONOTONIC) - start);
         sync_cycle_free(cy);
         if (failed)
                 daemon_schedule_retry(d);
@@ -442,6 +450,7 @@ static struct daemon *daemon_free(struct daemon *d) {
                 return NULL;
         d->jobs = jobs_free(d->jobs);
         d->hooks = hooks_free(d->hooks);
+        metrics_free(d->metrics);
         watch_free(d->watch);
         sd_event_source_disable_unref(d->debounce);
         sd_event_source_disable_unref(d->recheck);
@@ -467,6 +476,10 @@ static int daemon_setup(struct daemon *d) {
         r = jobs_new(d->event, d->hooks, d->config, d->mode == DAEMON_WATCH, daemon_on_jobs_idle, d, &d->jobs);
         if (r < 0)
                 return r;
+        r = metrics_new(&d->metrics);
+        if (r < 0)
+                return r;
+        jobs_set_metrics(d->jobs, d->metrics);
         r = sd_event_add_signal(d->event, NULL, SIGTERM, daemon_on_sigterm, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->event, NULL, SIGINT, daemon_on_sigterm, d);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define STATE_FILE "owed-hooks"
@@ -44,6 +45,7 @@ struct jobs {
         sd_event_source *retry_timer;
         jobs_idle_fn idle;
         void *userdata;
+        struct metrics *metrics;
 };
 
 static void job_done(struct job *jb) {
@@ -389,6 +391,8 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
         struct job *jb = jobs_find(j, run->is_reload, run->name);
 
         free(run);
+        if (j->metrics)
+                metrics_hook(j->metrics, jb ? jb->label : "unknown", res->outcome == HOOK_SUCCEEDED);
         if (!jb) {
                 /* The config lost this hook while it ran. */
                 if (res->outcome != HOOK_SUCCEEDED)
@@ -410,6 +414,10 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
         jobs_kick(j);
 }
 
+void jobs_set_metrics(struct jobs *j, struct metrics *m) {
+        j->metrics = m;
+}
+
 void jobs_hold(struct jobs *j, bool hold) {
         j->hold = hold;
 }
@@ -427,6 +435,8 @@ void jobs_kick(struct jobs *j) {
                         if (jb->retry_at <= now) {
                                 if (job_start(j, jb) >= 0)
                                         return;
+                                if (j->metrics)
+                                        metrics_hook(j->metrics, jb->label, false);
                                 job_failed(j, jb);
                                 continue;
                         }
