@@ -6,6 +6,7 @@ expected maps straight from the schema's rules."""
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -20,6 +21,20 @@ import unittest
 SRC = os.environ.get("MAPSYNCD_SOURCE_ROOT",
                      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 MAPSYNCD = os.environ.get("MAPSYNCD", os.path.join(SRC, "build", "src", "mapsyncd"))
+# MAPSYNCD_WRAPPER: a command line put in front of the binary's in Env.run
+# and Daemon, e.g. "valgrind -q --leak-check=full --error-exitcode=99".
+# When it holds --error-exitcode=N, a run that exits N fails the test
+# whatever exit status the test expected (see check_wrapper_exit).
+WRAPPER = shlex.split(os.environ.get("MAPSYNCD_WRAPPER", ""))
+_WRAPPER_ERROR_EXIT = next((int(a.split("=", 1)[1]) for a in WRAPPER
+                            if re.fullmatch(r"--error-exitcode=\d+", a)), None)
+
+
+def check_wrapper_exit(returncode, output):
+    """Fails when MAPSYNCD_WRAPPER's tool (valgrind) reported errors."""
+    if WRAPPER and _WRAPPER_ERROR_EXIT is not None and returncode == _WRAPPER_ERROR_EXIT:
+        raise AssertionError("%s reported errors (exit status %d):\n%s"
+                             % (WRAPPER[0], returncode, output))
 sys.path.insert(0, os.path.join(SRC, "tools"))
 import gendb  # noqa: E402
 
@@ -104,8 +119,10 @@ class Env:
         e.pop("NOTIFY_SOCKET", None)
         e.pop("JOURNAL_STREAM", None)
         e.update(env or {})
-        return subprocess.run([MAPSYNCD, "-c", self.conf] + list(args), capture_output=True, text=True,
-                              timeout=timeout, env=e)
+        r = subprocess.run(WRAPPER + [MAPSYNCD, "-c", self.conf] + list(args), capture_output=True, text=True,
+                           timeout=timeout, env=e)
+        check_wrapper_exit(r.returncode, r.stderr)
+        return r
 
     def hooks_run(self):
         """The hook recorder's lines, as (map, sha256, rows) tuples."""
@@ -145,7 +162,7 @@ class Daemon:
         e.pop("JOURNAL_STREAM", None)
         e["NOTIFY_SOCKET"] = self.sock_path
         e.update(extra_env or {})
-        self.proc = subprocess.Popen(list(wrap) + [MAPSYNCD, "-c", env.conf, "-v"] + list(args),
+        self.proc = subprocess.Popen(list(wrap) + WRAPPER + [MAPSYNCD, "-c", env.conf, "-v"] + list(args),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=e)
         self.stop_reading = False
@@ -299,3 +316,282 @@ class TestCase(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+# --- Pieces for the watching daemon's tests (test_daemon*.py) ---------------
+
+# A writer in a process of its own that keeps one connection open: each
+# request on stdin is a JSON list of [sql, params] pairs run in order (a
+# lone statement commits by itself; "BEGIN" ... "COMMIT" make one
+# transaction). A request {"burst": sql, "params": [[...], ...]} runs sql
+# once per params, each its own commit, as fast as it can. Every answer is
+# one JSON line: {"ok": true, "t0": monotonic before the first statement,
+# "t1": monotonic after the last COMMIT returned} or {"error": text}.
+# CLOCK_MONOTONIC is one clock for every process, so t0/t1 compare with the
+# test's time.monotonic().
+_WRITER_CODE = r'''
+import json, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("PRAGMA busy_timeout = 30000")
+mode = c.execute("PRAGMA journal_mode").fetchone()[0]
+print(json.dumps({"ok": True, "journal_mode": mode}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        t0 = time.monotonic()
+        if isinstance(req, dict):
+            for p in req["params"]:
+                c.execute(req["burst"], p)
+        else:
+            for sql, params in req:
+                c.execute(sql, params)
+        t1 = time.monotonic()
+        print(json.dumps({"ok": True, "t0": t0, "t1": t1}), flush=True)
+    except Exception as e:
+        print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}), flush=True)
+'''
+
+
+class Writer:
+    """A SQLite writer in another process (python3 + sqlite3) that keeps its
+    connection open between requests."""
+
+    def __init__(self, db):
+        self.proc = subprocess.Popen([sys.executable, "-c", _WRITER_CODE, db], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        hello = self._answer(30)
+        self.journal_mode = hello.get("journal_mode")
+
+    def _answer(self, timeout):
+        import json
+        box = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if not box or not box[0]:
+            raise AssertionError("SQLite writer process gave no answer within %.0f s" % timeout)
+        ans = json.loads(box[0])
+        if "error" in ans:
+            raise AssertionError("SQLite writer: " + ans["error"])
+        return ans
+
+    def _request(self, req, timeout):
+        import json
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._answer(timeout)
+
+    def execute(self, *statements, timeout=60):
+        """Runs each statement (a string, or (sql, params)) in order; returns
+        (t0, t1): monotonic time before the first, after the last returned."""
+        req = [[s, []] if isinstance(s, str) else [s[0], list(s[1])] for s in statements]
+        a = self._request(req, timeout)
+        return a["t0"], a["t1"]
+
+    def burst(self, sql, params_list, timeout=300):
+        """One commit per params in params_list, back to back; returns (t0, t1)."""
+        a = self._request({"burst": sql, "params": [list(p) for p in params_list]}, timeout)
+        return a["t0"], a["t1"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+def sqlite_cli(db, sql, timeout=60):
+    """Runs sql with the sqlite3 command-line shell, a short-lived writer."""
+    r = subprocess.run(["sqlite3", "-bail", "-cmd", ".timeout 30000", db, sql], capture_output=True, text=True,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError("sqlite3 %r failed (%d): %s" % (sql, r.returncode, r.stderr))
+    return r.stdout
+
+
+def gendb_process(path, timeout=300, **kw):
+    """tools/gendb.py PATH in another process; kw as gendb.generate's
+    (accounts=, seed=, journal=, force=True ...)."""
+    args = [sys.executable, os.path.join(SRC, "tools", "gendb.py"), path]
+    for k, v in kw.items():
+        if v is True:
+            args.append("--" + k)
+        elif v not in (False, None):
+            args += ["--" + k, str(v)]
+    subprocess.run(args, check=True, timeout=timeout, capture_output=True)
+
+
+def recorder_command(env):
+    """The on_change command shipped_config(hooks=True) puts in each map."""
+    return 'echo "$MAPSYNCD_MAP $MAPSYNCD_SHA256 $MAPSYNCD_ROWS" >> ' + env.hook_log
+
+
+def write_script(env, name, body):
+    """An executable /bin/sh script NAME in env.dir; returns its path (short
+    enough for an on_change line)."""
+    path = os.path.join(env.dir, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body)
+    os.chmod(path, 0o755)
+    return path
+
+
+def config_with_hook(env, command, **kw):
+    """shipped_config(**kw) with every map's on_change set to command (in
+    place of the recorder)."""
+    text = env.shipped_config(hooks=True, **kw)
+    return text.replace("on_change = " + recorder_command(env), "on_change = " + command)
+
+
+def proc_stat(pid):
+    """(state, ppid, comm) of pid from /proc, or None when it is gone."""
+    try:
+        data = read("/proc/%d/stat" % pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    comm = data[data.index("(") + 1:data.rindex(")")]
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), comm
+
+
+def children_of(ppid):
+    """{pid: (state, comm)} of every process whose parent is ppid."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = proc_stat(int(name))
+        if st and st[1] == ppid:
+            out[int(name)] = (st[0], st[2])
+    return out
+
+
+def voluntary_switches(pid):
+    """voluntary_ctxt_switches summed over every thread of pid."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        for line in read("/proc/%d/task/%s/status" % (pid, tid)).splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+SYNC_LINE = r"^(debug: )?sync: \d+ changed"
+
+
+class DaemonTestCase(TestCase):
+    """TestCase with helpers for the watching daemon; writers and other
+    processes started through it are stopped in tearDown, before the
+    daemons."""
+
+    def setUp(self):
+        super().setUp()
+        self.writers = []
+        # (file, comm): a file holding the pid of a process named comm that
+        # the test may leave behind (a hung hook); killed with its process
+        # group at the end while it still is that process.
+        self.pid_files = []
+
+    def tearDown(self):
+        for w in self.writers:
+            w.close()
+        for path, comm in self.pid_files:
+            try:
+                pid = int(read(path).strip())
+            except (OSError, ValueError):
+                continue
+            st = proc_stat(pid)
+            if not st or st[2] != comm or st[0] == "Z":
+                continue
+            targets = [pid]
+            try:
+                if os.getpgid(pid) == pid:
+                    targets.insert(0, -pid)
+            except OSError:
+                pass
+            for target in targets:
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except OSError:
+                    pass
+        super().tearDown()
+        for d in self.daemons:
+            d.t_log.join(5)
+            if not d.t_log.is_alive():
+                d.proc.stderr.close()
+
+    def writer(self, db=None):
+        w = Writer(db or self.env.db)
+        self.writers.append(w)
+        return w
+
+    def start(self, config_text=None, ready=True, **kw):
+        """Writes the config (config_text, or shipped_config(**config kw)),
+        starts the daemon, waits for READY=1."""
+        cfg = {k: kw.pop(k) for k in ("hooks", "sync", "map_extra") if k in kw}
+        self.env.write_config(config_text, **cfg)
+        d = self.daemon(**kw)
+        if ready:
+            d.wait_ready()
+        return d
+
+    def wait_maps_match_db(self, db=None, timeout=20):
+        """Waits until every map equals expected_maps(db)."""
+        db = db or self.env.db
+        last = {}
+
+        def ok():
+            want = expected_maps(db)
+            for m in MAPS:
+                try:
+                    have = read(self.env.output(m))
+                except FileNotFoundError:
+                    have = None
+                if have != want[m]:
+                    last["map"] = m
+                    return False
+            return True
+
+        try:
+            wait_for(ok, timeout, interval=0.05, what="maps equal to the database")
+        except AssertionError as e:
+            logs = "\n".join(d for dm in self.daemons for d in dm.log()[-40:])
+            raise AssertionError("%s (map %s differs); last log lines:\n%s" % (e, last.get("map"), logs))
+
+    def sync_lines(self, d, since=0):
+        """The daemon's "sync: N changed ..." records after log line since."""
+        rx = re.compile(SYNC_LINE)
+        return [line for line in d.log()[since:] if rx.search(line)]
+
+    def wait_quiet(self, d, seconds=1.0, timeout=30):
+        """Waits until the daemon has logged nothing for seconds."""
+        end = time.monotonic() + timeout
+        n = len(d.log())
+        since = time.monotonic()
+        while time.monotonic() < end:
+            time.sleep(0.05)
+            m = len(d.log())
+            if m != n:
+                n, since = m, time.monotonic()
+            elif time.monotonic() - since >= seconds:
+                return
+        raise AssertionError("daemon never went quiet for %.1f s" % seconds)
+
+
+def wait_notified(daemon, field, count=1, timeout=15, value=None):
+    """Waits until field= was sent count times (with value, when given)."""
+    def n():
+        vals = daemon.notified(field)
+        return len([v for v in vals if value is None or v == value])
+    try:
+        wait_for(lambda: n() >= count, timeout, what="%s=%s x%d" % (field, value, count))
+    except AssertionError as e:
+        raise AssertionError("%s; sd_notify messages: %r; last log lines:\n%s"
+                             % (e, daemon.messages, "\n".join(daemon.log()[-30:])))
