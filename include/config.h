@@ -70,8 +70,10 @@ int config_parse_string(const char *name, const char *text, struct config **ret,
                         struct config_errors *errors);
 
 /* Reads and parses a file. Besides the errors of config_parse_string it
- * refuses a file that cannot be read (-errno) or that anyone but its owner
- * (root or this user) may write (-EPERM): its commands run as this user. */
+ * refuses a file that cannot be read (-errno, e.g. -ENOENT), that is not a
+ * regular file (-EINVAL) or that anyone but its owner (root or this user)
+ * may write (-EPERM): its commands run as this user. A message for each
+ * problem is appended to *errors. */
 int config_load(const char *path, struct config **ret, struct config_errors *errors);
 
 /* Frees a config; NULL-safe; returns NULL. */

@@ -21,6 +21,8 @@
 #define DEFAULT_HOOK_TIMEOUT_S 30
 #define DEFAULT_STATE_DIR "/var/lib/mapsyncd"
 #define DEFAULT_MODE 0640
+/* inih keeps this many bytes of a [section] header (MAX_SECTION - 1). */
+#define INI_SECTION_MAX 49
 
 enum section_kind {
         SECTION_NONE,
@@ -45,6 +47,8 @@ struct parser {
         const char *text;
         size_t pos;
         unsigned line;        /* line just handed to inih */
+        const char *raw;      /* that line as written */
+        size_t raw_len;
         bool continuation;    /* that line continues the previous key */
         bool have_prev;       /* a key was set since the last header */
         struct section *sections;
@@ -55,6 +59,7 @@ struct parser {
         unsigned n_errors_at_line; /* errors already reported for `line` */
         unsigned last_error_line;
         bool oom;
+        unsigned n_bad_sections; /* headers rejected */
 };
 
 void config_errors_done(struct config_errors *e) {
@@ -119,6 +124,10 @@ static void section_open(struct parser *p, const char *header) {
         enum section_kind kind = SECTION_NONE;
         const char *name = NULL;
 
+        if (strlen(header) > INI_SECTION_MAX) {
+                error_at(p, p->line, "section name [%s] is longer than %d bytes", header, INI_SECTION_MAX);
+                header = "";
+        }
         s = section_lookup(p, header);
         if (s) {
                 error_at(p, p->line, "duplicate section [%s] (first at line %u)", header, s->line);
@@ -139,10 +148,13 @@ static void section_open(struct parser *p, const char *header) {
         }
 
         if (kind == SECTION_NONE)
+                p->n_bad_sections++;
+        if (kind == SECTION_NONE && *header)
                 error_at(p, p->line,
                          "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
                          header);
         else if (name && !valid_name(name)) {
+                p->n_bad_sections++;
                 error_at(p, p->line, "invalid name '%s' in [%s] (letters, digits, '_', '.', '-')", name,
                          header);
                 kind = SECTION_NONE;
@@ -225,8 +237,13 @@ static char *parser_read_line(char *buf, int size, void *userdata) {
         }
         memcpy(buf, start, len);
         buf[len] = '\0';
+        p->raw = start;
+        p->raw_len = len;
 
-        for (s = buf; *s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'; s++)
+        s = buf;
+        if (p->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0)
+                s += 3; /* a UTF-8 byte order mark, which inih skips too */
+        for (; *s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'; s++)
                 ;
         if (*s == '\0' || *s == ';' || *s == '#')
                 return buf;
@@ -427,11 +444,30 @@ static bool multiline_key(enum section_kind kind, const char *key) {
                (kind == SECTION_RELOAD && streq(key, "command"));
 }
 
+/* Whether inih cut an inline comment off the current line: a ';' after
+ * white space, past the '=' of a key line. */
+static bool cut_by_comment(const struct parser *p) {
+        const char *line = p->raw, *end = p->raw + p->raw_len, *c;
+
+        if (!p->continuation) {
+                c = memchr(line, '=', p->raw_len);
+                if (!c)
+                        return false;
+                line = c + 1;
+        }
+        for (c = line; c < end; c++)
+                if (*c == ';' && c > line && (c[-1] == ' ' || c[-1] == '\t'))
+                        return true;
+        return false;
+}
+
 static int parser_on_key(void *userdata, const char *section, const char *key, const char *value) {
         struct parser *p = userdata;
         struct section *s = p->cur;
         struct config *c = p->config;
 
+        if (s && s->kind == SECTION_NONE)
+                return 1; /* its header was reported already */
         if (!s || !streq(s->header, section)) {
                 /* inih saw a key before any section header. */
                 error_at(p, p->line, "key '%s' outside of any section", key);
@@ -439,6 +475,13 @@ static int parser_on_key(void *userdata, const char *section, const char *key, c
         }
         if (s->kind == SECTION_NONE)
                 return 1; /* the header was reported already */
+
+        if (multiline_key(s->kind, key) && cut_by_comment(p)) {
+                error_at(p, p->line,
+                         "' ;' starts a comment and would cut this %s; drop the white space before ';' or put the comment on a line of its own",
+                         key);
+                /* Go on with the cut value: one message, not a cascade. */
+        }
 
         if (p->continuation) {
                 char **field = NULL;
@@ -521,6 +564,22 @@ static void resolve_reloads(struct parser *p, struct map_config *m) {
         }
 }
 
+/* Whether two absolute paths name one file, as far as their text tells:
+ * repeated '/' and "/./" do not count. */
+static bool same_path(const char *a, const char *b) {
+        for (;;) {
+                while (a[0] == '/' && (a[1] == '/' || (a[1] == '.' && a[2] == '/')))
+                        a += a[1] == '/' ? 1 : 2;
+                while (b[0] == '/' && (b[1] == '/' || (b[1] == '.' && b[2] == '/')))
+                        b += b[1] == '/' ? 1 : 2;
+                if (*a != *b)
+                        return false;
+                if (!*a)
+                        return true;
+                a++, b++;
+        }
+}
+
 /* Checks what no single line shows: required keys, references, clashes. */
 static void validate(struct parser *p) {
         struct config *c = p->config;
@@ -536,7 +595,7 @@ static void validate(struct parser *p) {
                          "max_delay_ms (%llu) is shorter than debounce_ms (%llu)",
                          (unsigned long long)c->max_delay_ms, (unsigned long long)c->debounce_ms);
 
-        if (c->n_maps == 0)
+        if (c->n_maps == 0 && p->n_bad_sections == 0)
                 error_at(p, p->line, "no [map NAME] section: nothing to write");
 
         for (size_t i = 0; i < c->n_maps; i++) {
@@ -548,7 +607,7 @@ static void validate(struct parser *p) {
                         error_at(p, m->line, "[map %s] has no query", m->name);
                 resolve_reloads(p, m);
                 for (size_t j = 0; m->output && j < i; j++)
-                        if (c->maps[j].output && streq(c->maps[j].output, m->output))
+                        if (c->maps[j].output && same_path(c->maps[j].output, m->output))
                                 error_at(p, m->line, "[map %s] writes %s, as [map %s] does already", m->name,
                                          m->output, c->maps[j].name);
         }
@@ -614,7 +673,7 @@ int config_parse_string(const char *name, const char *text, struct config **ret,
         return 0;
 }
 
-static int read_file(const char *path, char **ret) {
+static int read_file(const char *path, char **ret, size_t *ret_len) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *buf = NULL;
         size_t len = 0, cap = 0;
@@ -655,34 +714,52 @@ static int read_file(const char *path, char **ret) {
                 len += (size_t)n;
         }
         buf[len] = '\0';
-        if (strlen(buf) != len)
-                return -EBADMSG;
         *ret = TAKE_PTR(buf);
+        *ret_len = len;
+        return 0;
+}
+
+static int add_error(struct config_errors *errors, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int add_error(struct config_errors *errors, const char *fmt, ...) {
+        char *msg = NULL, **v;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        v = realloc(errors->msgs, (errors->n_msgs + 1) * sizeof(*v));
+        if (!v) {
+                free(msg);
+                return -ENOMEM;
+        }
+        v[errors->n_msgs++] = msg;
+        errors->msgs = v;
         return 0;
 }
 
 int config_load(const char *path, struct config **ret, struct config_errors *errors) {
         _cleanup_free_ char *text = NULL;
+        size_t len = 0;
         int r;
 
-        r = read_file(path, &text);
+        r = read_file(path, &text, &len);
+        if (r == -ENOMEM)
+                return r;
         if (r < 0) {
-                char *msg = NULL, **v;
                 const char *why = r == -EPERM  ? "writable by others than its owner, or not owned by root or this user; its commands would run as this user"
                                   : r == -EINVAL ? "not a regular file"
-                                  : r == -EBADMSG ? "contains a NUL byte"
-                                                  : strerror(-r);
-
-                if (asprintf(&msg, "%s: cannot use configuration: %s", path, why) < 0)
-                        return -ENOMEM;
-                v = realloc(errors->msgs, (errors->n_msgs + 1) * sizeof(*v));
-                if (!v) {
-                        free(msg);
-                        return -ENOMEM;
-                }
-                v[errors->n_msgs++] = msg;
-                errors->msgs = v;
-                return r == -ENOMEM ? r : -EINVAL;
+                                                 : strerror(-r);
+                return add_error(errors, "%s: cannot use configuration: %s", path, why) < 0 ? -ENOMEM : r;
+        }
+        if (strlen(text) != len) {
+                unsigned line = 1;
+                for (const char *c = text; *c; c++)
+                        line += *c == '\n';
+                return add_error(errors, "%s:%u: NUL byte in line", path, line) < 0 ? -ENOMEM : -EINVAL;
         }
         return config_parse_string(path, text, ret, errors);
 }

@@ -45,20 +45,25 @@ int str_append(char **p, size_t *len, const char *src, size_t n) {
         return 0;
 }
 
+static size_t escaped_len(unsigned char c) {
+        return (c < 0x20 || c >= 0x7f || c == '\\') ? 4 : 1;
+}
+
 const char *str_escape(const void *data, size_t n, char *buf, size_t size) {
         static const char hex[] = "0123456789abcdef";
         const unsigned char *d = data;
-        size_t o = 0;
+        size_t o = 0, total = 0, room;
 
+        for (size_t i = 0; i < n; i++)
+                total += escaped_len(d[i]);
+        /* "..." only when the whole rendering does not fit. */
+        room = total < size ? size - 1 : size - 4;
         for (size_t i = 0; i < n; i++) {
                 unsigned char c = d[i];
-                size_t need = (c < 0x20 || c >= 0x7f || c == '\\') ? 4 : 1;
 
-                if (o + need + 4 > size) {
-                        memcpy(buf + o, "...", 4);
-                        return buf;
-                }
-                if (need == 1) {
+                if (o + escaped_len(c) > room)
+                        break;
+                if (escaped_len(c) == 1) {
                         buf[o++] = (char)c;
                 } else {
                         buf[o++] = '\\';
@@ -66,6 +71,10 @@ const char *str_escape(const void *data, size_t n, char *buf, size_t size) {
                         buf[o++] = hex[c >> 4];
                         buf[o++] = hex[c & 15];
                 }
+        }
+        if (total >= size) {
+                memcpy(buf + o, "...", 3);
+                o += 3;
         }
         buf[o] = '\0';
         return buf;
