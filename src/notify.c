@@ -33,3 +33,19 @@ void notify_status(const char *fmt, ...) {
                         *p = ' ';
         sd_notifyf(0, "STATUS=%s", buf);
 }
+
+void notify_watchdog_kick(void) {
+        static int enabled = -1;
+        static uint64_t interval, last;
+        uint64_t now;
+
+        if (enabled < 0)
+                enabled = sd_watchdog_enabled(0, &interval) > 0;
+        if (!enabled)
+                return;
+        now = now_usec(CLOCK_MONOTONIC);
+        if (now - last < interval / 4)
+                return;
+        last = now;
+        sd_notify(0, "WATCHDOG=1");
+}

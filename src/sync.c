@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "notify.h"
 #include "render.h"
 #include "util.h"
 
@@ -48,6 +49,8 @@ static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
                 }
                 if (k == 0)
                         break;
+                if ((rd->n_rows & 0xfff) == 0)
+                        notify_watchdog_kick();
                 r = render_row(rd, &row); /* a write error is logged by output */
                 if (r < 0)
                         break;

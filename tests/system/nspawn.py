@@ -207,6 +207,10 @@ def clean_stale(tmp=None):
         _teardown_base(base, machine)
 
 
+# Containers not yet destroyed, for main()'s SIGTERM handler.
+_live = set()
+
+
 class Container:
     def __init__(self, name="mapsyncd-test", default_target="basic.target"):
         # Machine names are hostnames: short, [a-z0-9-].
@@ -224,6 +228,7 @@ class Container:
         check_host()
         clean_stale()
         self.base = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
+        _live.add(self)
         try:
             self._mount()
         except BaseException:
@@ -399,16 +404,21 @@ class Container:
             self._console.close()
             self._console = None
         _teardown_base(self.base, self.machine)
+        _live.discard(self)
         self.base = None
 
 
 def main(test):
     """Runs test() with exit statuses meson understands (77: skipped).
 
-    SIGTERM (meson's timeout) becomes an exception, so that the `with`
-    blocks still tear their containers down.
+    SIGTERM (meson's timeout, which sends SIGKILL half a second later)
+    kills the containers at once and becomes an exception, so that the
+    `with` blocks unmount what is left; whatever SIGKILL interrupts is
+    cleaned up by the next run (clean_stale()).
     """
     def on_term(signum, frame):
+        for c in list(_live):
+            _kill_recorded(c.base)
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
     try:
