@@ -10,9 +10,14 @@
 
 struct watch;
 
-/* overflow: the kernel dropped events; only a full sync is safe. lost: the
- * directory went away; the watch must be made anew. */
-typedef void (*watch_fn)(void *userdata, bool overflow, bool lost);
+enum {
+        WATCH_OVERFLOW = 1 << 0,  /* the kernel dropped events: only a full sync is safe */
+        WATCH_LOST = 1 << 1,      /* the directory went away: watch it anew */
+        WATCH_WAL_WRITE = 1 << 2, /* -wal was written: a commit may follow, invisibly */
+};
+
+/* flags: WATCH_* bits, 0 for any other event on the database's files. */
+typedef void (*watch_fn)(void *userdata, unsigned flags);
 
 /* Watches the directory of db_path. -ENOENT when it does not exist. */
 int watch_new(sd_event *event, const char *db_path, watch_fn fn, void *userdata, struct watch **ret);

@@ -20,9 +20,16 @@
 
 #define USEC_PER_MSEC 1000ULL
 #define USEC_PER_SEC 1000000ULL
-/* After a burst whose data_version showed nothing new, look again this
- * often: a WAL commit raises its last event before readers can see it. */
-static const uint64_t recheck_usec[] = { 20 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, 2 * USEC_PER_SEC };
+/* After a burst whose data_version showed nothing new, look again: a WAL
+ * writer's last event (IN_MODIFY on -wal) comes before its commit is
+ * visible, which takes its fsync and a wal-index update in -shm that raises
+ * no event. A burst with -wal writes is followed until the commit shows, up
+ * to RECHECK_WAL_MAX_USEC (a slow disk); any other burst (readers closing
+ * the files) gets the first two looks only. */
+static const uint64_t recheck_usec[] = { 20 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, 1 * USEC_PER_SEC,
+                                         2 * USEC_PER_SEC, 5 * USEC_PER_SEC };
+#define RECHECK_SHORT 2
+#define RECHECK_WAL_MAX_USEC (120 * USEC_PER_SEC)
 #define RETRY_SYNC_MIN_USEC (1 * USEC_PER_SEC)
 #define RETRY_SYNC_MAX_USEC (60 * USEC_PER_SEC)
 #define REWATCH_USEC (2 * USEC_PER_SEC)
@@ -52,6 +59,8 @@ struct daemon {
         sd_event_source *poll;
         uint64_t burst_start; /* 0: no burst pending */
         unsigned n_rechecks;
+        bool wal_written;     /* the pending burst wrote -wal */
+        uint64_t wal_written_at; /* when that burst began */
         bool force;           /* next check syncs without asking data_version */
         unsigned n_sync_failures;
 
@@ -231,6 +240,8 @@ static void daemon_sync(struct daemon *d) {
         disarm(d->retry_sync);
         d->burst_start = 0;
         d->force = false;
+        d->wal_written = false;
+        d->n_rechecks = 0;
 
         r = daemon_open_db(d);
         if (r >= 0)
@@ -296,9 +307,19 @@ static void daemon_check(struct daemon *d) {
                 daemon_sync(d);
                 return;
         }
-        if (d->n_rechecks < ARRAY_SIZE(recheck_usec)) {
+        if (d->wal_written && now_usec(CLOCK_MONOTONIC) - d->wal_written_at < RECHECK_WAL_MAX_USEC) {
+                unsigned k = d->n_rechecks < ARRAY_SIZE(recheck_usec) ? d->n_rechecks : ARRAY_SIZE(recheck_usec) - 1;
+                arm(d, &d->recheck, now_usec(CLOCK_MONOTONIC) + recheck_usec[k], daemon_on_recheck);
+                d->n_rechecks++;
+        } else if (d->n_rechecks < RECHECK_SHORT) {
                 arm(d, &d->recheck, now_usec(CLOCK_MONOTONIC) + recheck_usec[d->n_rechecks], daemon_on_recheck);
                 d->n_rechecks++;
+        } else {
+                if (d->wal_written)
+                        log_warning("-wal of %s was written %llu s ago and no commit became visible; looking "
+                                    "again at the next change",
+                                    d->config->db_path, (unsigned long long)(RECHECK_WAL_MAX_USEC / USEC_PER_SEC));
+                d->wal_written = false;
         }
 }
 
@@ -316,7 +337,7 @@ static int daemon_on_recheck(sd_event_source *s, uint64_t usec, void *userdata) 
         return 0;
 }
 
-static void daemon_on_change(void *userdata, bool overflow, bool lost);
+static void daemon_on_change(void *userdata, unsigned flags);
 
 static int daemon_watch(struct daemon *d) {
         int r = watch_new(d->event, d->config->db_path, daemon_on_change, d, &d->watch);
@@ -340,10 +361,15 @@ static int daemon_on_rewatch(sd_event_source *s, uint64_t usec, void *userdata) 
         return 0;
 }
 
-static void daemon_on_change(void *userdata, bool overflow, bool lost) {
+static void daemon_on_change(void *userdata, unsigned flags) {
         struct daemon *d = userdata;
         uint64_t now = now_usec(CLOCK_MONOTONIC), deadline;
+        bool lost = flags & WATCH_LOST, overflow = flags & WATCH_OVERFLOW;
 
+        if ((flags & WATCH_WAL_WRITE) && !d->wal_written) {
+                d->wal_written = true;
+                d->wal_written_at = now;
+        }
         if (lost) {
                 d->watch = watch_free(d->watch);
                 arm(d, &d->rewatch, now + REWATCH_USEC, daemon_on_rewatch);
@@ -362,7 +388,8 @@ static void daemon_on_change(void *userdata, bool overflow, bool lost) {
 static int daemon_on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
-        d->n_rechecks = ARRAY_SIZE(recheck_usec); /* the poll itself comes again */
+        if (!d->wal_written)
+                d->n_rechecks = RECHECK_SHORT; /* the poll itself comes again */
         daemon_check(d);
         sd_event_source_set_time(s, usec + d->config->poll_interval_s * USEC_PER_SEC);
         sd_event_source_set_enabled(s, SD_EVENT_ON);
@@ -394,8 +421,8 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         if (r < 0) {
                 config_free(nc);
                 log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_CONFIG_IGNORED),
-                           "configuration %s not reloaded (%s): still running the previous one", d->config_path,
-                           r == -ENOMEM ? "out of memory" : "errors above");
+                           "configuration %s has errors (%s): ignored; still running the previous one", d->config_path,
+                           r == -ENOMEM ? "out of memory" : "see above");
                 notify_ready();
                 daemon_update_status(d);
                 return 0;

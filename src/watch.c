@@ -28,17 +28,18 @@ static int watch_on_inotify(sd_event_source *s, const struct inotify_event *ev, 
 
         if (ev->mask & IN_Q_OVERFLOW) {
                 log_warning("inotify queue overflowed; changes may have been missed: syncing everything");
-                w->fn(w->userdata, true, false);
+                w->fn(w->userdata, WATCH_OVERFLOW);
                 return 0;
         }
         if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
                 log_warning("the database's directory went away; watching for it again");
-                w->fn(w->userdata, false, true);
+                w->fn(w->userdata, WATCH_LOST);
                 return 0;
         }
         if (ev->len > 0 && watch_is_ours(w, ev->name)) {
                 log_submit(LOG_DEBUG, NULL, "inotify: %s 0x%x", ev->name, ev->mask);
-                w->fn(w->userdata, false, false);
+                bool wal = (ev->mask & IN_MODIFY) && streq(ev->name + w->base_len, "-wal");
+                w->fn(w->userdata, wal ? WATCH_WAL_WRITE : 0);
         }
         return 0;
 }
