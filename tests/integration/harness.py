@@ -35,6 +35,20 @@ def check_wrapper_exit(returncode, output):
     if WRAPPER and _WRAPPER_ERROR_EXIT is not None and returncode == _WRAPPER_ERROR_EXIT:
         raise AssertionError("%s reported errors (exit status %d):\n%s"
                              % (WRAPPER[0], returncode, output))
+
+
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print
+# (the build-asan run of tools/run-tests). UBSan's "halt" exits 1, which
+# some tests expect of a failing --once: the report itself fails the test.
+_SANITIZER_REPORT = re.compile(r"^(==\d+==ERROR: (Address|Leak)Sanitizer|\S+:\d+:\d+: runtime error: |"
+                               r"SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer)", re.M)
+
+
+def check_sanitizer_report(output):
+    """Fails when output (a run's stderr) holds a sanitizer report."""
+    m = _SANITIZER_REPORT.search(output or "")
+    if m:
+        raise AssertionError("sanitizer report in mapsyncd's output:\n%s" % output[max(0, m.start() - 2000):])
 sys.path.insert(0, os.path.join(SRC, "tools"))
 import gendb  # noqa: E402
 
@@ -122,6 +136,7 @@ class Env:
         r = subprocess.run(WRAPPER + [MAPSYNCD, "-c", self.conf] + list(args), capture_output=True, text=True,
                            timeout=timeout, env=e)
         check_wrapper_exit(r.returncode, r.stderr)
+        check_sanitizer_report(r.stderr)
         return r
 
     def hooks_run(self):
@@ -234,6 +249,8 @@ class Daemon:
         self.stop_reading = True
         self.t_sock.join(5)
         self.sock.close()
+        check_wrapper_exit(code, "\n".join(self.log()))
+        check_sanitizer_report("\n".join(self.log()))
         return code
 
     def kill(self):
@@ -356,9 +373,11 @@ class Writer:
     """A SQLite writer in another process (python3 + sqlite3) that keeps its
     connection open between requests."""
 
-    def __init__(self, db):
+    def __init__(self, db, env=None):
+        e = dict(os.environ)
+        e.update(env or {})
         self.proc = subprocess.Popen([sys.executable, "-c", _WRITER_CODE, db], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=e)
         hello = self._answer(30)
         self.journal_mode = hello.get("journal_mode")
 
