@@ -40,6 +40,8 @@ class Hooks(harness.DaemonTestCase):
         d.wait_ready(timeout=60)
         wait_for(lambda: "vmailbox" in [h[0] for h in self.env.hooks_run()], 30,
                  what="vmailbox's hook to be retried and succeed; log:\n" + "\n".join(d.log()))
+        # The hook wrote its record before mapsyncd logged its end.
+        d.wait_log(r"^vmailbox: hook succeeded", timeout=10)
         elapsed = time.monotonic() - t_start
         log = d.log()
         timed_out = [i for i, line in enumerate(log)
