@@ -124,9 +124,12 @@ static void section_open(struct parser *p, const char *header) {
         enum section_kind kind = SECTION_NONE;
         const char *name = NULL;
 
+        bool reported = false;
+
         if (strlen(header) > INI_SECTION_MAX) {
                 error_at(p, p->line, "section name [%s] is longer than %d bytes", header, INI_SECTION_MAX);
                 header = "";
+                reported = true;
         }
         s = section_lookup(p, header);
         if (s) {
@@ -149,7 +152,7 @@ static void section_open(struct parser *p, const char *header) {
 
         if (kind == SECTION_NONE)
                 p->n_bad_sections++;
-        if (kind == SECTION_NONE && *header)
+        if (kind == SECTION_NONE && !reported)
                 error_at(p, p->line,
                          "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
                          header);

@@ -432,6 +432,10 @@ void jobs_kick(struct jobs *j) {
                         struct job *jb = &j->jobs[i];
                         if (!jb->owed || !jb->command)
                                 continue;
+                        /* A map's hook waits for a cycle that rendered the
+                         * map: its environment names the file's hash. */
+                        if (!jb->is_reload && !jb->sha256[0])
+                                continue;
                         if (jb->retry_at <= now) {
                                 if (job_start(j, jb) >= 0)
                                         return;

@@ -114,8 +114,8 @@ static int tmp_create(struct output *o) {
         if (o->tmp_fd < 0) {
                 int r = -errno;
                 log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = o->map->name),
-                           "%s: Could not create a temporary file in %s: %s", o->map->name, o->dir,
-                           strerror(-r));
+                           "%s: Could not create a temporary file for %s in %s: %s", o->map->name, o->map->output,
+                           o->dir, strerror(-r));
                 free(o->tmp_path);
                 o->tmp_path = NULL;
                 return r;

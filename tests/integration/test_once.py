@@ -200,8 +200,8 @@ class Failures(harness.TestCase):
         self.env.write_config(text)
         r = self.env.run("--once")
         self.assertEqual(r.returncode, 1)
-        self.assertIn("vmailbox: Could not create a temporary file in %s/nodir: No such file or directory"
-                      % self.env.dir, r.stderr)
+        self.assertIn("vmailbox: Could not create a temporary file for %s/nodir/vmailbox in %s/nodir: "
+                      "No such file or directory" % (self.env.dir, self.env.dir), r.stderr)
         self.assertTrue(os.path.exists(self.env.output("passwd")))
 
     def test_on_invalid_fail_keeps_old_file(self):
