@@ -29,7 +29,8 @@ if (havelat) {
     set xlabel "t (ms) from COMMIT to the new passwd line in the file"
     set ylabel "cumulative share"
     set logscale x
-    set key bottom right
+    set terminal pngcairo size 900,720 font ",11"
+    set key outside below maxrows 3
     set yrange [0:1.02]
     # colour: who; dash: size (solid for the first size, dashed for the next)
     N = words(latsizes)

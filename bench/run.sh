@@ -7,7 +7,7 @@
 # usage: bench/run.sh [--quick] [--parts regen,noop,latency,burst,idle]
 #   --quick   1k and 10k accounts, fewer runs, shorter waits (about 3 min);
 #             results in bench/work/results-quick/
-#   default   1k, 10k, 100k and 1M accounts (about 45 min on 2 cores);
+#   default   1k, 10k, 100k and 1M accounts (about 25 min on 2 cores);
 #             results in bench/results/ (results.json, results.md, *.png)
 #   --parts   only these parts, merged into the existing results.json
 # Needs: meson, ninja, gcc and mapsyncd's build dependencies, python3,

@@ -138,13 +138,14 @@ static void daemon_maybe_done(struct daemon *d) {
                 sd_event_exit(d->event, 0);
                 return;
         }
+        /* Status and metrics first: whoever READY=1 wakes finds them current. */
+        daemon_update_status(d);
         if (!d->ready_sent) {
                 d->ready_sent = true;
                 notify_ready();
                 log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STARTED), "ready: watching %s",
                            d->config->db_path);
         }
-        daemon_update_status(d);
 }
 
 static void daemon_on_jobs_idle(void *userdata) {
