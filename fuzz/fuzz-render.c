@@ -113,8 +113,7 @@ static int cmp_rows(const void *pa, const void *pb) {
 static void check_line(bool passwd, const unsigned char *line, size_t n) {
         const unsigned char *sep = memchr(line, passwd ? ':' : '\t', n);
 
-        if (!sep || !key_ok(passwd, line, (size_t)(sep - line)) ||
-            !value_ok(sep + 1, n - (size_t)(sep - line) - 1)) {
+        if (!sep || !key_ok(passwd, line, (size_t)(sep - line)) || !value_ok(sep + 1, n - (size_t)(sep - line) - 1)) {
                 fprintf(stderr, "invalid %s line: %.*s\n", passwd ? "passwd" : "postfix", (int)n, line);
                 abort();
         }
@@ -134,7 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct render r;
         size_t n_rows = 0, pos = 1, n_invalid = 0, n_lines = 0;
         bool passwd, sorted;
-        struct map_config m = { .name = (char *)"fuzz" };
+        struct map_config m = {.name = (char *)"fuzz"};
 
         if (size < 1)
                 return 0;
@@ -169,8 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         render_init(&r, &m, writer, &out);
         for (size_t i = 0; i < n_rows; i++) {
-                bool ok = key_ok(passwd, rows[i].key, rows[i].key_len) &&
-                          value_ok(rows[i].value, rows[i].value_len);
+                bool ok = key_ok(passwd, rows[i].key, rows[i].key_len) && value_ok(rows[i].value, rows[i].value_len);
                 if (ok != (render_check_row(m.format, &rows[i]) == NULL)) {
                         fprintf(stderr, "render_check_row disagrees with the rules on row %zu\n", i);
                         abort();
@@ -230,8 +228,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (key)
                         buf_add(&model, "\n", 1);
                 if (model.len != out.len || (out.len && memcmp(model.data, out.data, out.len) != 0)) {
-                        fprintf(stderr, "rendering differs from the model:\n%.*s\n---\n%.*s\n", (int)out.len,
-                                out.data, (int)model.len, model.data);
+                        fprintf(stderr, "rendering differs from the model:\n%.*s\n---\n%.*s\n", (int)out.len, out.data,
+                                (int)model.len, model.data);
                         abort();
                 }
         }

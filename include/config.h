@@ -66,8 +66,7 @@ void config_errors_done(struct config_errors *e);
 /* Parses configuration text; `name` is the file name used in messages.
  * On success *ret owns a new config. On failure returns -EINVAL (with one
  * message per problem appended to *errors) or -ENOMEM. */
-int config_parse_string(const char *name, const char *text, struct config **ret,
-                        struct config_errors *errors);
+int config_parse_string(const char *name, const char *text, struct config **ret, struct config_errors *errors);
 
 /* Reads and parses a file. Besides the errors of config_parse_string it
  * refuses a file that cannot be read (-errno, e.g. -ENOENT), that is not a

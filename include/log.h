@@ -34,11 +34,9 @@ struct log_fields {
         int64_t exit_status; /* MAPSYNCD_EXIT_STATUS */
 };
 
-#define LOG_FIELDS(...)                                                   \
-        (&(const struct log_fields){ .rows = LOG_FIELD_UNSET,              \
-                                     .duration_ms = LOG_FIELD_UNSET,       \
-                                     .exit_status = LOG_FIELD_UNSET,       \
-                                     __VA_ARGS__ })
+#define LOG_FIELDS(...)                                                                                                \
+        (&(const struct log_fields){                                                                                   \
+                .rows = LOG_FIELD_UNSET, .duration_ms = LOG_FIELD_UNSET, .exit_status = LOG_FIELD_UNSET, __VA_ARGS__})
 
 /* Chooses the journal or stderr, and the most verbose priority logged. */
 void log_init(int max_priority);
@@ -47,11 +45,10 @@ void log_init(int max_priority);
 int log_to_journal(void);
 
 /* Emits one record at a syslog priority; f may be NULL. */
-void log_submit(int priority, const struct log_fields *f, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+void log_submit(int priority, const struct log_fields *f, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define log_error(...) log_submit(LOG_ERR, NULL, __VA_ARGS__)
+#define log_error(...)   log_submit(LOG_ERR, NULL, __VA_ARGS__)
 #define log_warning(...) log_submit(LOG_WARNING, NULL, __VA_ARGS__)
-#define log_notice(...) log_submit(LOG_NOTICE, NULL, __VA_ARGS__)
-#define log_info(...) log_submit(LOG_INFO, NULL, __VA_ARGS__)
-#define log_debug(...) log_submit(LOG_DEBUG, NULL, __VA_ARGS__)
+#define log_notice(...)  log_submit(LOG_NOTICE, NULL, __VA_ARGS__)
+#define log_info(...)    log_submit(LOG_INFO, NULL, __VA_ARGS__)
+#define log_debug(...)   log_submit(LOG_DEBUG, NULL, __VA_ARGS__)

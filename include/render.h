@@ -36,7 +36,6 @@ struct render {
         size_t n_notes;
 };
 
-
 void render_init(struct render *r, const struct map_config *m, render_write_fn write, void *userdata);
 void render_done(struct render *r);
 

@@ -20,9 +20,9 @@ enum map_status {
 struct map_result {
         enum map_status status;
         char sha256[SHA256_HEX_LEN + 1];
-        uint64_t rows;    /* lines written */
+        uint64_t rows; /* lines written */
         uint64_t bytes;
-        uint64_t invalid; /* rows dropped */
+        uint64_t invalid;        /* rows dropped */
         uint64_t added, removed; /* dry runs: lines */
         uint64_t duration_ms;
 };

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_(f)  __attribute__((cleanup(f)))
 
 static inline void freep(void *p) {
         free(*(void **)p);
@@ -31,22 +31,22 @@ static inline void fclosep(FILE **f) {
                 fclose(*f);
 }
 
-#define _cleanup_free_ _cleanup_(freep)
-#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_free_   _cleanup_(freep)
+#define _cleanup_close_  _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
 /* Moves ownership out of a cleanup variable: `*ret = TAKE_PTR(p);`. */
-#define TAKE_PTR(p)                         \
-        ({                                  \
-                __typeof__(p) _tmp_ = (p);  \
-                (p) = NULL;                 \
-                _tmp_;                      \
+#define TAKE_PTR(p)                                                                                                    \
+        ({                                                                                                             \
+                __typeof__(p) _tmp_ = (p);                                                                             \
+                (p) = NULL;                                                                                            \
+                _tmp_;                                                                                                 \
         })
-#define TAKE_FD(fd)                         \
-        ({                                  \
-                int _tmp_ = (fd);           \
-                (fd) = -1;                  \
-                _tmp_;                      \
+#define TAKE_FD(fd)                                                                                                    \
+        ({                                                                                                             \
+                int _tmp_ = (fd);                                                                                      \
+                (fd) = -1;                                                                                             \
+                _tmp_;                                                                                                 \
         })
 
 static inline bool streq(const char *a, const char *b) {

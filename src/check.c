@@ -67,8 +67,10 @@ int check_run(const struct config *c) {
                 n += problem(c, 0, "state_dir %s: %s", c->state_dir, why);
         else if (stat(c->state_dir, &st) == 0 &&
                  ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))))
-                n += problem(c, 0, "state_dir %s is writable by others than its owner, or not owned by root or this "
-                             "user: mapsyncd will not use it", c->state_dir);
+                n += problem(c, 0,
+                             "state_dir %s is writable by others than its owner, or not owned by root or this "
+                             "user: mapsyncd will not use it",
+                             c->state_dir);
         db_close(db);
         if (n == 0)
                 printf("%s: OK: %zu maps, database %s\n", c->path, c->n_maps, c->db_path);

@@ -16,11 +16,11 @@
 #include "util.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define DEFAULT_DEBOUNCE_MS 200
-#define DEFAULT_MAX_DELAY_MS 2000
-#define DEFAULT_HOOK_TIMEOUT_S 30
-#define DEFAULT_STATE_DIR "/var/lib/mapsyncd"
-#define DEFAULT_MODE 0640
+#define DEFAULT_DEBOUNCE_MS     200
+#define DEFAULT_MAX_DELAY_MS    2000
+#define DEFAULT_HOOK_TIMEOUT_S  30
+#define DEFAULT_STATE_DIR       "/var/lib/mapsyncd"
+#define DEFAULT_MODE            0640
 /* inih keeps this many bytes of a [section] header (MAX_SECTION - 1). */
 #define INI_SECTION_MAX 49
 
@@ -46,14 +46,14 @@ struct parser {
         const char *name;
         const char *text;
         size_t pos;
-        unsigned line;        /* line just handed to inih */
-        const char *raw;      /* that line as written */
+        unsigned line;   /* line just handed to inih */
+        const char *raw; /* that line as written */
         size_t raw_len;
-        bool continuation;    /* that line continues the previous key */
-        bool have_prev;       /* a key was set since the last header */
+        bool continuation; /* that line continues the previous key */
+        bool have_prev;    /* a key was set since the last header */
         struct section *sections;
         size_t n_sections;
-        struct section *cur;  /* section of the line just read */
+        struct section *cur; /* section of the line just read */
         struct config *config;
         struct config_errors *errors;
         unsigned n_errors_at_line; /* errors already reported for `line` */
@@ -70,8 +70,7 @@ void config_errors_done(struct config_errors *e) {
         e->n_msgs = 0;
 }
 
-static void error_at(struct parser *p, unsigned line, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+static void error_at(struct parser *p, unsigned line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void error_at(struct parser *p, unsigned line, const char *fmt, ...) {
         char msg[512], **v;
@@ -153,13 +152,11 @@ static void section_open(struct parser *p, const char *header) {
         if (kind == SECTION_NONE)
                 p->n_bad_sections++;
         if (kind == SECTION_NONE && !reported)
-                error_at(p, p->line,
-                         "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
+                error_at(p, p->line, "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
                          header);
         else if (name && !valid_name(name)) {
                 p->n_bad_sections++;
-                error_at(p, p->line, "invalid name '%s' in [%s] (letters, digits, '_', '.', '-')", name,
-                         header);
+                error_at(p, p->line, "invalid name '%s' in [%s] (letters, digits, '_', '.', '-')", name, header);
                 kind = SECTION_NONE;
         }
 
@@ -168,7 +165,7 @@ static void section_open(struct parser *p, const char *header) {
                 goto oom;
         p->sections = v;
         s = &v[p->n_sections];
-        *s = (struct section){ .kind = kind, .line = p->line };
+        *s = (struct section){.kind = kind, .line = p->line};
         s->header = strdup(header);
         if (!s->header)
                 goto oom;
@@ -198,7 +195,7 @@ static void section_open(struct parser *p, const char *header) {
                         goto oom;
                 c->reloads = r;
                 r = &r[c->n_reloads];
-                *r = (struct reload_config){ .line = p->line };
+                *r = (struct reload_config){.line = p->line};
                 r->name = strdup(name);
                 if (!r->name)
                         goto oom;
@@ -232,7 +229,8 @@ static char *parser_read_line(char *buf, int size, void *userdata) {
                 return buf;
         }
         if (len > (size_t)size - 1) {
-                error_at(p, p->line, "line is %zu bytes long, longer than the %d allowed; continue a long value on indented lines",
+                error_at(p, p->line,
+                         "line is %zu bytes long, longer than the %d allowed; continue a long value on indented lines",
                          len - (nl ? 1 : 0), size - 2);
                 buf[0] = '\n';
                 buf[1] = '\0';
@@ -292,13 +290,13 @@ static int set_string(char **field, const char *value, struct parser *p) {
         return 0;
 }
 
-static void set_number(struct parser *p, const char *key, const char *value, uint64_t min,
-                       uint64_t max, uint64_t *field) {
+static void set_number(struct parser *p, const char *key, const char *value, uint64_t min, uint64_t max,
+                       uint64_t *field) {
         int r = parse_uint(value, min, max, field);
 
         if (r == -ERANGE)
-                error_at(p, p->line, "%s = %s is out of range (%llu to %llu)", key, value,
-                         (unsigned long long)min, (unsigned long long)max);
+                error_at(p, p->line, "%s = %s is out of range (%llu to %llu)", key, value, (unsigned long long)min,
+                         (unsigned long long)max);
         else if (r < 0)
                 error_at(p, p->line, "%s = %s is not a whole number", key, value);
 }
@@ -357,8 +355,7 @@ static bool key_seen(struct parser *p, struct section *s, const char *key) {
 static void append_continuation(struct parser *p, char **field, const char *value) {
         size_t len = strlen(*field);
 
-        if ((len > 0 && str_append(field, &len, " ", 1) < 0) ||
-            str_append(field, &len, value, strlen(value)) < 0)
+        if ((len > 0 && str_append(field, &len, " ", 1) < 0) || str_append(field, &len, value, strlen(value)) < 0)
                 p->oom = true;
 }
 
@@ -396,7 +393,8 @@ static void handle_sync(struct parser *p, const char *key, const char *value) {
                         set_string(&c->metrics_file, value, p);
         } else
                 error_at(p, p->line,
-                         "unknown key '%s' in [sync] (expected debounce_ms, max_delay_ms, hook_timeout_s, state_dir, poll_interval_s, metrics_file)",
+                         "unknown key '%s' in [sync] (expected debounce_ms, max_delay_ms, hook_timeout_s, state_dir, "
+                         "poll_interval_s, metrics_file)",
                          key);
 }
 
@@ -436,7 +434,8 @@ static void handle_map(struct parser *p, struct map_config *m, const char *key, 
                 m->reload_line = p->line;
         } else
                 error_at(p, p->line,
-                         "unknown key '%s' in [map %s] (expected output, query, format, mode, owner, group, on_invalid, on_change, reload)",
+                         "unknown key '%s' in [map %s] (expected output, query, format, mode, owner, group, "
+                         "on_invalid, on_change, reload)",
                          key, m->name);
 }
 
@@ -481,7 +480,8 @@ static int parser_on_key(void *userdata, const char *section, const char *key, c
 
         if (multiline_key(s->kind, key) && cut_by_comment(p)) {
                 error_at(p, p->line,
-                         "' ;' starts a comment and would cut this %s; drop the white space before ';' or put the comment on a line of its own",
+                         "' ;' starts a comment and would cut this %s; drop the white space before ';' or put the "
+                         "comment on a line of its own",
                          key);
                 /* Go on with the cut value: one message, not a cascade. */
         }
@@ -595,8 +595,8 @@ static void validate(struct parser *p) {
 
         if (c->max_delay_ms < c->debounce_ms)
                 error_at(p, section_lookup(p, "sync") ? section_lookup(p, "sync")->line : p->line,
-                         "max_delay_ms (%llu) is shorter than debounce_ms (%llu)",
-                         (unsigned long long)c->max_delay_ms, (unsigned long long)c->debounce_ms);
+                         "max_delay_ms (%llu) is shorter than debounce_ms (%llu)", (unsigned long long)c->max_delay_ms,
+                         (unsigned long long)c->debounce_ms);
 
         if (c->n_maps == 0 && p->n_bad_sections == 0)
                 error_at(p, p->line, "no [map NAME] section: nothing to write");
@@ -611,8 +611,8 @@ static void validate(struct parser *p) {
                 resolve_reloads(p, m);
                 for (size_t j = 0; m->output && j < i; j++)
                         if (c->maps[j].output && same_path(c->maps[j].output, m->output))
-                                error_at(p, m->line, "[map %s] writes %s, as [map %s] does already", m->name,
-                                         m->output, c->maps[j].name);
+                                error_at(p, m->line, "[map %s] writes %s, as [map %s] does already", m->name, m->output,
+                                         c->maps[j].name);
         }
         for (size_t i = 0; i < c->n_reloads; i++)
                 if (!c->reloads[i].command || !*c->reloads[i].command)
@@ -638,9 +638,8 @@ static int config_new(const char *name, struct config **ret) {
         return 0;
 }
 
-int config_parse_string(const char *name, const char *text, struct config **ret,
-                        struct config_errors *errors) {
-        struct parser p = { .name = name, .text = text, .errors = errors };
+int config_parse_string(const char *name, const char *text, struct config **ret, struct config_errors *errors) {
+        struct parser p = {.name = name, .text = text, .errors = errors};
         size_t n_before = errors->n_msgs;
         int r;
 
@@ -753,7 +752,8 @@ int config_load(const char *path, struct config **ret, struct config_errors *err
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
-                const char *why = r == -EPERM  ? "writable by others than its owner, or not owned by root or this user; its commands would run as this user"
+                const char *why = r == -EPERM ? "writable by others than its owner, or not owned by root or this user; "
+                                                "its commands would run as this user"
                                   : r == -EINVAL ? "not a regular file"
                                                  : strerror(-r);
                 return add_error(errors, "%s: cannot use configuration: %s", path, why) < 0 ? -ENOMEM : r;

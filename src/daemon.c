@@ -19,21 +19,21 @@
 #include "watch.h"
 
 #define USEC_PER_MSEC 1000ULL
-#define USEC_PER_SEC 1000000ULL
+#define USEC_PER_SEC  1000000ULL
 /* After a burst whose data_version showed nothing new, look again: a WAL
  * writer's last event (IN_MODIFY on -wal) comes before its commit is
  * visible, which takes its fsync and a wal-index update in -shm that raises
  * no event. A burst with -wal writes is followed until the commit shows, up
  * to RECHECK_WAL_MAX_USEC (a slow disk); any other burst (readers closing
  * the files) gets the first two looks only. */
-static const uint64_t recheck_usec[] = { 20 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, 1 * USEC_PER_SEC,
-                                         2 * USEC_PER_SEC, 5 * USEC_PER_SEC };
-#define RECHECK_SHORT 2
+static const uint64_t recheck_usec[] = {20 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, 1 * USEC_PER_SEC, 2 * USEC_PER_SEC,
+                                        5 * USEC_PER_SEC};
+#define RECHECK_SHORT        2
 #define RECHECK_WAL_MAX_USEC (120 * USEC_PER_SEC)
-#define RETRY_SYNC_MIN_USEC (1 * USEC_PER_SEC)
-#define RETRY_SYNC_MAX_USEC (60 * USEC_PER_SEC)
-#define REWATCH_USEC (2 * USEC_PER_SEC)
-#define STOP_GRACE_USEC (2 * USEC_PER_SEC)
+#define RETRY_SYNC_MIN_USEC  (1 * USEC_PER_SEC)
+#define RETRY_SYNC_MAX_USEC  (60 * USEC_PER_SEC)
+#define REWATCH_USEC         (2 * USEC_PER_SEC)
+#define STOP_GRACE_USEC      (2 * USEC_PER_SEC)
 /* sd-event's default accuracy (250 ms) would add to every debounce. */
 #define TIMER_ACCURACY_USEC (1 * USEC_PER_MSEC)
 
@@ -59,9 +59,9 @@ struct daemon {
         sd_event_source *poll;
         uint64_t burst_start; /* 0: no burst pending */
         unsigned n_rechecks;
-        bool wal_written;     /* the pending burst wrote -wal */
+        bool wal_written;        /* the pending burst wrote -wal */
         uint64_t wal_written_at; /* when that burst began */
-        bool force;           /* next check syncs without asking data_version */
+        bool force;              /* next check syncs without asking data_version */
         unsigned n_sync_failures;
 
         bool first_cycle_done;
@@ -143,8 +143,7 @@ static void daemon_maybe_done(struct daemon *d) {
         if (!d->ready_sent) {
                 d->ready_sent = true;
                 notify_ready();
-                log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STARTED), "ready: watching %s",
-                           d->config->db_path);
+                log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STARTED), "ready: watching %s", d->config->db_path);
         }
 }
 
@@ -261,7 +260,8 @@ static void daemon_sync(struct daemon *d) {
                         d->db = db_close(d->db);
                 d->failures++;
                 d->n_cycles++;
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED), "sync failed: kept every map as it was");
+                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
+                           "sync failed: kept every map as it was");
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
                 daemon_schedule_retry(d);
                 goto done;
@@ -400,8 +400,8 @@ static int daemon_on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
 static void daemon_setup_poll(struct daemon *d) {
         d->poll = sd_event_source_disable_unref(d->poll);
         if (d->config->poll_interval_s > 0 &&
-            sd_event_add_time_relative(d->event, &d->poll, CLOCK_MONOTONIC,
-                                       d->config->poll_interval_s * USEC_PER_SEC, 0, daemon_on_poll, d) >= 0)
+            sd_event_add_time_relative(d->event, &d->poll, CLOCK_MONOTONIC, d->config->poll_interval_s * USEC_PER_SEC,
+                                       0, daemon_on_poll, d) >= 0)
                 sd_event_source_set_enabled(d->poll, SD_EVENT_ON);
 }
 
@@ -465,8 +465,8 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         }
         d->stopping = true;
         notify_stopping();
-        log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STOPPING), "%s: stopping%s",
-                   strsignal((int)si->ssi_signo), jobs_running(d->jobs) ? " once the running hook has ended" : "");
+        log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STOPPING), "%s: stopping%s", strsignal((int)si->ssi_signo),
+                   jobs_running(d->jobs) ? " once the running hook has ended" : "");
         jobs_hold(d->jobs, true);
         d->first_cycle_done = true;
         daemon_maybe_done(d);

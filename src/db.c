@@ -92,8 +92,7 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
                 return -ENOMEM;
         }
 
-        rc = sqlite3_open_v2(uri, &db->handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+        rc = sqlite3_open_v2(uri, &db->handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc == SQLITE_OK) {
                 sqlite3_busy_timeout(db->handle, (int)busy_timeout_ms);
                 sqlite3_extended_result_codes(db->handle, 1);
@@ -106,7 +105,9 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
                 if (r == -ENOENT && access(path, F_OK) == 0)
                         r = -EACCES;
                 snprintf(msg, sizeof(msg), "%s",
-                         r == -ENOENT ? "no such file" : db->handle ? sqlite3_errmsg(db->handle) : sqlite3_errstr(rc));
+                         r == -ENOENT ? "no such file"
+                         : db->handle ? sqlite3_errmsg(db->handle)
+                                      : sqlite3_errstr(rc));
                 if (errmsg)
                         *errmsg = msg;
                 db_close(db);

@@ -10,7 +10,7 @@
 #include "util.h"
 
 #define HOOK_KILL_GRACE_USEC (5 * 1000000ULL)
-#define HOOK_LINE_MAX 1024
+#define HOOK_LINE_MAX        1024
 
 extern char **environ;
 
@@ -130,7 +130,7 @@ static void hook_free(struct hook *k) {
 }
 
 static void hook_finish(struct hook *k, int status) {
-        struct hook_result res = { .duration_ms = elapsed_ms(k->start_usec) };
+        struct hook_result res = {.duration_ms = elapsed_ms(k->start_usec)};
 
         /* What it wrote before exiting is still in the pipe; a grandchild
          * holding the pipe open is not waited for. */
@@ -236,8 +236,8 @@ void hooks_terminate(struct hooks *h, uint64_t grace_usec) {
 }
 
 static bool env_is_ours(const char *e) {
-        static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_PID=",
-                                            "LISTEN_FDS=",    "LISTEN_FDNAMES=", "MAPSYNCD_" };
+        static const char *const drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_PID=",   "WATCHDOG_USEC=", "LISTEN_PID=",
+                                           "LISTEN_FDS=",    "LISTEN_FDNAMES=", "MAPSYNCD_"};
         for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
                 if (strncmp(e, drop[i], strlen(drop[i])) == 0)
                         return true;
@@ -271,7 +271,7 @@ static int hook_not_started(const struct hook_spec *spec, int err) {
 
 int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done, void *userdata) {
         _cleanup_free_ char **env = NULL;
-        int pipefd[2] = { -1, -1 }, devnull, r;
+        int pipefd[2] = {-1, -1}, devnull, r;
         struct hook *k;
         sigset_t all;
         pid_t pid;
@@ -310,7 +310,7 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
                     dup2(pipefd[1], STDERR_FILENO) < 0)
                         _exit(126);
                 close_range(3, ~0U, 0);
-                execve("/bin/sh", (char *const[]){ (char *)"sh", (char *)"-c", (char *)spec->command, NULL }, env);
+                execve("/bin/sh", (char *const[]){(char *)"sh", (char *)"-c", (char *)spec->command, NULL}, env);
                 _exit(127);
         }
         r = errno;

@@ -9,7 +9,7 @@
 #include "metrics.h"
 #include "util.h"
 
-#define STATE_FILE "owed-hooks"
+#define STATE_FILE     "owed-hooks"
 #define RETRY_MIN_USEC (1000000ULL)
 #define RETRY_MAX_USEC (300 * 1000000ULL)
 

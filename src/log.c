@@ -58,22 +58,22 @@ static void journal_send(int priority, const struct log_fields *f, const char *m
         size_t n = 0, k = 0;
         _Static_assert(sizeof(iov) / sizeof(iov[0]) >= 3 + 8, "iovec room");
 
-#define ADD_STR(name, val)                                                              \
-        do {                                                                            \
-                if ((val) && k < 8) {                                                   \
-                        int l_ = snprintf(b[k], sizeof(b[k]), name "=%s", (val));      \
-                        if (l_ > 0 && (size_t)l_ < sizeof(b[k]))                        \
-                                iov[n++] = (struct iovec){ b[k], (size_t)l_ };          \
-                        k++;                                                            \
-                }                                                                       \
+#define ADD_STR(name, val)                                                                                             \
+        do {                                                                                                           \
+                if ((val) && k < 8) {                                                                                  \
+                        int l_ = snprintf(b[k], sizeof(b[k]), name "=%s", (val));                                      \
+                        if (l_ > 0 && (size_t)l_ < sizeof(b[k]))                                                       \
+                                iov[n++] = (struct iovec){b[k], (size_t)l_};                                           \
+                        k++;                                                                                           \
+                }                                                                                                      \
         } while (0)
-#define ADD_NUM(name, val)                                                              \
-        do {                                                                            \
-                if ((val) != LOG_FIELD_UNSET && k < 8) {                                \
-                        int l_ = snprintf(b[k], sizeof(b[k]), name "=%" PRId64, (val)); \
-                        iov[n++] = (struct iovec){ b[k], (size_t)l_ };                  \
-                        k++;                                                            \
-                }                                                                       \
+#define ADD_NUM(name, val)                                                                                             \
+        do {                                                                                                           \
+                if ((val) != LOG_FIELD_UNSET && k < 8) {                                                               \
+                        int l_ = snprintf(b[k], sizeof(b[k]), name "=%" PRId64, (val));                                \
+                        iov[n++] = (struct iovec){b[k], (size_t)l_};                                                   \
+                        k++;                                                                                           \
+                }                                                                                                      \
         } while (0)
 
         char prio[16], *m;
@@ -84,9 +84,9 @@ static void journal_send(int priority, const struct log_fields *f, const char *m
                 return;
         memcpy(m, "MESSAGE=", 8);
         memcpy(m + 8, msg, mlen + 1);
-        iov[n++] = (struct iovec){ m, mlen + 8 };
-        iov[n++] = (struct iovec){ prio, (size_t)snprintf(prio, sizeof(prio), "PRIORITY=%d", priority) };
-        iov[n++] = (struct iovec){ (char *)"SYSLOG_IDENTIFIER=mapsyncd", 26 };
+        iov[n++] = (struct iovec){m, mlen + 8};
+        iov[n++] = (struct iovec){prio, (size_t)snprintf(prio, sizeof(prio), "PRIORITY=%d", priority)};
+        iov[n++] = (struct iovec){(char *)"SYSLOG_IDENTIFIER=mapsyncd", 26};
         if (f) {
                 ADD_STR("MESSAGE_ID", f->message_id);
                 ADD_STR("MAPSYNCD_MAP", f->map);

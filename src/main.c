@@ -10,7 +10,7 @@
 #include "log.h"
 #include "util.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE  2
 #define EXIT_CONFIG 78 /* EX_CONFIG */
 
 enum mode {
@@ -27,28 +27,31 @@ struct args {
 };
 
 static void usage(FILE *f) {
-        fprintf(f,
-                "Usage: mapsyncd [-c FILE] [--once | --dry-run | --check] [-v]\n"
-                "Keeps Postfix and Dovecot map files in step with an SQLite database.\n\n"
-                "  -c, --config FILE  configuration (default " MAPSYNCD_DEFAULT_CONFIG ")\n"
-                "      --once         sync every map once, run the hooks, exit\n"
-                "      --dry-run      show what a sync would change; write nothing\n"
-                "      --check        check the configuration, database, queries and directories\n"
-                "  -v, --verbose      log debug records too\n"
-                "      --version      print the version\n"
-                "  -h, --help         print this help\n\n"
-                "Without a mode option mapsyncd runs in the foreground, watching the database.\n"
-                "Exit status: 0 ok, 1 failure, 2 usage, 78 bad configuration.\n");
+        fprintf(f, "Usage: mapsyncd [-c FILE] [--once | --dry-run | --check] [-v]\n"
+                   "Keeps Postfix and Dovecot map files in step with an SQLite database.\n\n"
+                   "  -c, --config FILE  configuration (default " MAPSYNCD_DEFAULT_CONFIG ")\n"
+                   "      --once         sync every map once, run the hooks, exit\n"
+                   "      --dry-run      show what a sync would change; write nothing\n"
+                   "      --check        check the configuration, database, queries and directories\n"
+                   "  -v, --verbose      log debug records too\n"
+                   "      --version      print the version\n"
+                   "  -h, --help         print this help\n\n"
+                   "Without a mode option mapsyncd runs in the foreground, watching the database.\n"
+                   "Exit status: 0 ok, 1 failure, 2 usage, 78 bad configuration.\n");
 }
 
 /* Returns 0 to go on, or an exit status + 1. */
 static int parse_argv(int argc, char **argv, struct args *a) {
         enum { OPT_ONCE = 0x100, OPT_DRY_RUN, OPT_CHECK, OPT_VERSION };
         static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' }, { "once", no_argument, NULL, OPT_ONCE },
-                { "dry-run", no_argument, NULL, OPT_DRY_RUN }, { "check", no_argument, NULL, OPT_CHECK },
-                { "verbose", no_argument, NULL, 'v' },       { "version", no_argument, NULL, OPT_VERSION },
-                { "help", no_argument, NULL, 'h' },          {},
+                {"config", required_argument, NULL, 'c'},
+                {"once", no_argument, NULL, OPT_ONCE},
+                {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                {"check", no_argument, NULL, OPT_CHECK},
+                {"verbose", no_argument, NULL, 'v'},
+                {"version", no_argument, NULL, OPT_VERSION},
+                {"help", no_argument, NULL, 'h'},
+                {},
         };
         int c, n_modes = 0;
 

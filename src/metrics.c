@@ -63,7 +63,7 @@ static struct metric_map *map_get(struct metrics *m, const char *name) {
                 return NULL;
         m->maps = v;
         v = &v[m->n_maps];
-        *v = (struct metric_map){ .name = strdup(name) };
+        *v = (struct metric_map){.name = strdup(name)};
         if (!v->name)
                 return NULL;
         m->n_maps++;
@@ -123,7 +123,7 @@ void metrics_hook(struct metrics *m, const char *hook, bool succeeded) {
                         return;
                 m->hooks = v;
                 h = &v[m->n_hooks];
-                *h = (struct metric_hook){ .name = strdup(hook) };
+                *h = (struct metric_hook){.name = strdup(hook)};
                 if (!h->name)
                         return;
                 m->n_hooks++;

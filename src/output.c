@@ -269,8 +269,8 @@ int output_finish(struct output *o) {
                 r = tmp_copy_prefix(o);
                 if (r < 0) {
                         log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = o->map->name),
-                                   "%s: Could not write %s (as %s): %s", o->map->name, o->map->output,
-                                   o->tmp_path, strerror(-r));
+                                   "%s: Could not write %s (as %s): %s", o->map->name, o->map->output, o->tmp_path,
+                                   strerror(-r));
                         return r;
                 }
         }
@@ -337,7 +337,7 @@ int output_commit(struct output *o) {
                 ts[1].tv_sec = o->old_st.st_mtim.tv_sec + 1;
                 ts[1].tv_nsec = 0;
         }
-        ts[0] = (struct timespec){ .tv_nsec = UTIME_NOW };
+        ts[0] = (struct timespec){.tv_nsec = UTIME_NOW};
         what = "set the mtime of";
         if (futimens(o->tmp_fd, ts) < 0)
                 goto fail;
@@ -360,14 +360,13 @@ int output_commit(struct output *o) {
         return 0;
 fail:;
         int r = -errno;
-        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
-                   "%s: Could not %s %s: %s", m->name, what, m->output, strerror(-r));
+        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name), "%s: Could not %s %s: %s",
+                   m->name, what, m->output, strerror(-r));
         return r;
 }
 
 /* Splits text into lines (without their newlines) and sorts them. */
-static int split_lines(const unsigned char *text, size_t len, const unsigned char ***lines, size_t **lens,
-                       size_t *n) {
+static int split_lines(const unsigned char *text, size_t len, const unsigned char ***lines, size_t **lens, size_t *n) {
         size_t count = 0, i = 0;
 
         for (size_t k = 0; k < len; k++)
@@ -411,7 +410,7 @@ static int sorted_lines(const unsigned char *text, size_t len, struct line_ref *
         if (!v)
                 return -ENOMEM;
         for (size_t i = 0; i < *n; i++)
-                v[i] = (struct line_ref){ lines[i], lens[i] };
+                v[i] = (struct line_ref){lines[i], lens[i]};
         qsort(v, *n, sizeof(*v), line_cmp);
         *ret = v;
         return 0;
@@ -428,8 +427,8 @@ int output_diff(struct output *o, uint64_t *added, uint64_t *removed) {
                 if (!old)
                         return -ENOMEM;
                 while (old_len < (size_t)o->old_st.st_size) {
-                        ssize_t k = pread(o->old_fd, old + old_len, (size_t)o->old_st.st_size - old_len,
-                                          (off_t)old_len);
+                        ssize_t k =
+                                pread(o->old_fd, old + old_len, (size_t)o->old_st.st_size - old_len, (off_t)old_len);
                         if (k < 0 && errno == EINTR)
                                 continue;
                         if (k <= 0)

@@ -113,8 +113,8 @@ static void note_dropped(struct render *r, const struct db_row *row, const char 
         if (r->n_invalid > RENDER_LOG_LIMIT)
                 return;
         str_escape(row->key ? row->key : (const unsigned char *)"", row->key_len, key, sizeof(key));
-        note(r, "%s: %s row with key \"%s\": %s", r->map_name,
-             r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped", key, why);
+        note(r, "%s: %s row with key \"%s\": %s", r->map_name, r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped",
+             key, why);
 }
 
 void render_log(const struct render *r, int priority) {

@@ -138,14 +138,12 @@ void sync_commit(struct sync_cycle *cy) {
                 if (res->status == MAP_CHANGED)
                         log_submit(LOG_INFO,
                                    LOG_FIELDS(.message_id = MSGID_MAP_REPLACED, .map = m->name, .sha256 = res->sha256,
-                                              .rows = (int64_t)res->rows,
-                                              .duration_ms = (int64_t)res->duration_ms),
+                                              .rows = (int64_t)res->rows, .duration_ms = (int64_t)res->duration_ms),
                                    "%s: replaced %s: %llu rows, %llu bytes, sha256 %s", m->name, m->output,
                                    (unsigned long long)res->rows, (unsigned long long)res->bytes, res->sha256);
                 else
                         log_submit(LOG_DEBUG, LOG_FIELDS(.map = m->name, .rows = (int64_t)res->rows),
-                                   "%s: %s unchanged (%llu rows)", m->name, m->output,
-                                   (unsigned long long)res->rows);
+                                   "%s: %s unchanged (%llu rows)", m->name, m->output, (unsigned long long)res->rows);
         }
 }
 

@@ -9,7 +9,7 @@
 
 struct watch {
         sd_event_source *source;
-        char *base;    /* file name of the database */
+        char *base; /* file name of the database */
         size_t base_len;
         watch_fn fn;
         void *userdata;

@@ -21,7 +21,7 @@ static void slow_if_wal(int fd) {
         path[n] = '\0';
         if (strcmp(path + n - 4, "-wal") == 0) {
                 long v = atol(ms);
-                struct timespec ts = { v / 1000, (v % 1000) * 1000000L };
+                struct timespec ts = {v / 1000, (v % 1000) * 1000000L};
                 nanosleep(&ts, NULL);
         }
 }
