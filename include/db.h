@@ -9,6 +9,7 @@
 
 struct db;
 struct db_query;
+struct config;
 
 /* Storage classes of a column value (DB_TEXT is 0, so that a row built
  * from strings alone is text). */
@@ -46,6 +47,11 @@ enum db_query_mode {
  * thread-local description valid until the next call. */
 int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg);
 
+/* Opens the database of a configuration with its driver: db_open() for
+ * sqlite; for postgresql a connection (conninfo, passfile), after which
+ * every function here goes to db-pg.h. Same returns as db_open(). */
+int db_open_config(const struct config *c, struct db **ret, const char **errmsg);
+
 /* Closes; NULL-safe; returns NULL. */
 struct db *db_close(struct db *db);
 
@@ -59,7 +65,8 @@ void db_end(struct db *db);
 /* Description of the last failure on this connection. */
 const char *db_errmsg(struct db *db);
 
-/* PRAGMA data_version: changes when another connection commits. */
+/* PRAGMA data_version: changes when another connection commits.
+ * PostgreSQL: always 0 (its changes come by NOTIFY). */
 int db_data_version(struct db *db, int64_t *ret);
 
 /* What the caller learnt on this connection (sync.c's memory of the maps);
@@ -79,7 +86,8 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret);
 int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, struct db_query **ret);
 
 /* Whether text compares as UTF-8 bytes on this database (PRAGMA encoding
- * UTF-8), which DB_QUERY_STREAM's checks assume. */
+ * UTF-8), which DB_QUERY_STREAM's checks assume. False for PostgreSQL,
+ * whose queries are always sorted by the server. */
 bool db_is_utf8(struct db *db);
 
 /* Next row: 1 and *row filled, 0 at the end, or a negative errno. */

@@ -99,7 +99,7 @@ static int render_pass(struct sync_cycle *cy, struct db *db, size_t i, enum db_q
         struct db_query *q = NULL;
         struct render *rd = &cy->renders[i];
         struct order_stream os;
-        struct db_row row;
+        struct db_row row = {0};
         int r;
 
         r = output_new(m, cy->dry_run, &cy->outputs[i]);
