@@ -9,6 +9,7 @@
 
 struct db;
 struct db_query;
+struct config;
 
 /* One row of a map query: key and value bytes, NULL shown as data == NULL. */
 struct db_row {
@@ -24,6 +25,11 @@ struct db_row {
  * thread-local description valid until the next call. */
 int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg);
 
+/* Opens the database of a configuration with its driver: db_open() for
+ * sqlite; for postgresql a connection (conninfo, passfile), after which
+ * every function here goes to db-pg.h. Same returns as db_open(). */
+int db_open_config(const struct config *c, struct db **ret, const char **errmsg);
+
 /* Closes; NULL-safe; returns NULL. */
 struct db *db_close(struct db *db);
 
@@ -37,7 +43,8 @@ void db_end(struct db *db);
 /* Description of the last failure on this connection. */
 const char *db_errmsg(struct db *db);
 
-/* PRAGMA data_version: changes when another connection commits. */
+/* PRAGMA data_version: changes when another connection commits.
+ * PostgreSQL: always 0 (its changes come by NOTIFY). */
 int db_data_version(struct db *db, int64_t *ret);
 
 /* Whether the file this connection reads was renamed or deleted. */

@@ -174,6 +174,8 @@ static bool daemon_db_replaced(struct daemon *d) {
 
         if (!d->db)
                 return true;
+        if (d->config->db_driver != DB_DRIVER_SQLITE)
+                return false; /* a connection, not a file */
         if (stat(d->config->db_path, &st) < 0)
                 return true;
         return st.st_dev != d->db_dev || st.st_ino != d->db_ino || db_has_moved(d->db);
@@ -190,7 +192,7 @@ static int daemon_open_db(struct daemon *d) {
         }
         if (d->db)
                 return 0;
-        r = db_open(d->config->db_path, d->config->busy_timeout_ms, &d->db, &msg);
+        r = db_open_config(d->config, &d->db, &msg);
         if (r < 0) {
                 daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unavailable: %s", d->config->db_path, msg);
                 return r;

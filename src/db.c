@@ -1,17 +1,22 @@
-/* Read-only access to the admin panel's SQLite database. */
+/* Read-only access to the admin panel's SQLite database; a connection to
+ * PostgreSQL instead (driver = postgresql) hands each call to db-pg.c. */
 #include "db.h"
 
 #include <sqlite3.h>
 
+#include "config.h"
+#include "db-pg.h"
 #include "util.h"
 
 struct db {
+        struct pgdb *pg; /* driver = postgresql: everything goes there */
         sqlite3 *handle;
         char *path;
         char errmsg[512];
 };
 
 struct db_query {
+        struct pgdb_query *pg;
         struct db *db;
         sqlite3_stmt *stmt;
 };
@@ -117,9 +122,31 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
         return 0;
 }
 
+int db_open_config(const struct config *c, struct db **ret, const char **errmsg) {
+        struct db *db;
+        int r;
+
+        if (c->db_driver == DB_DRIVER_SQLITE)
+                return db_open(c->db_path, c->busy_timeout_ms, ret, errmsg);
+        db = calloc(1, sizeof(*db));
+        if (!db) {
+                if (errmsg)
+                        *errmsg = "out of memory";
+                return -ENOMEM;
+        }
+        r = pgdb_open(c->pg_conninfo, c->pg_passfile, &db->pg, errmsg);
+        if (r < 0) {
+                free(db);
+                return r;
+        }
+        *ret = db;
+        return 0;
+}
+
 struct db *db_close(struct db *db) {
         if (!db)
                 return NULL;
+        pgdb_close(db->pg);
         sqlite3_close_v2(db->handle);
         free(db->path);
         free(db);
@@ -127,6 +154,8 @@ struct db *db_close(struct db *db) {
 }
 
 int db_begin(struct db *db) {
+        if (db->pg)
+                return pgdb_begin(db->pg);
         int rc = sqlite3_exec(db->handle, "BEGIN", NULL, NULL, NULL);
 
         if (rc != SQLITE_OK)
@@ -141,11 +170,17 @@ int db_begin(struct db *db) {
 }
 
 void db_end(struct db *db) {
+        if (db->pg) {
+                pgdb_end(db->pg);
+                return;
+        }
         if (!sqlite3_get_autocommit(db->handle))
                 sqlite3_exec(db->handle, "COMMIT", NULL, NULL, NULL);
 }
 
 const char *db_errmsg(struct db *db) {
+        if (db->pg)
+                return pgdb_errmsg(db->pg);
         return db->errmsg;
 }
 
@@ -153,6 +188,11 @@ int db_data_version(struct db *db, int64_t *ret) {
         sqlite3_stmt *stmt = NULL;
         int rc;
 
+        if (db->pg) {
+                /* PostgreSQL tells of changes by NOTIFY; nothing to compare. */
+                *ret = 0;
+                return 0;
+        }
         rc = sqlite3_prepare_v2(db->handle, "PRAGMA data_version", -1, &stmt, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(stmt);
@@ -169,6 +209,8 @@ int db_data_version(struct db *db, int64_t *ret) {
 bool db_has_moved(struct db *db) {
         int moved = 0;
 
+        if (db->pg)
+                return false;
         if (sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
                 return false;
         return moved != 0;
@@ -182,6 +224,21 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
 
         if (!body)
                 return -ENOMEM;
+        if (db->pg) {
+                struct pgdb_query *pq = NULL;
+                int r = pgdb_query_new(db->pg, sql, &pq);
+                if (r < 0)
+                        return r;
+                q = calloc(1, sizeof(*q));
+                if (!q) {
+                        pgdb_query_free(pq);
+                        return -ENOMEM;
+                }
+                q->db = db;
+                q->pg = pq;
+                *ret = q;
+                return 0;
+        }
         /* A trailing ';' would end the statement inside the wrapper. */
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
@@ -212,6 +269,8 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
 }
 
 int db_query_next(struct db_query *q, struct db_row *row) {
+        if (q->pg)
+                return pgdb_query_next(q->pg, row);
         int rc = sqlite3_step(q->stmt);
 
         if (rc == SQLITE_DONE)
@@ -235,6 +294,7 @@ int db_query_next(struct db_query *q, struct db_row *row) {
 struct db_query *db_query_free(struct db_query *q) {
         if (!q)
                 return NULL;
+        pgdb_query_free(q->pg);
         sqlite3_finalize(q->stmt);
         free(q);
         return NULL;
