@@ -19,6 +19,7 @@
 #include "sync.h"
 #include "util.h"
 #include "watch.h"
+#include "webhook.h"
 
 #define USEC_PER_MSEC 1000ULL
 #define USEC_PER_SEC  1000000ULL
@@ -81,6 +82,7 @@ struct daemon {
         uint64_t generation;
         sd_event_source *sync_now, *sync_deadline;
         struct api *api;
+        struct webhooks *webhooks;
 };
 
 static void daemon_sync(struct daemon *d);
@@ -307,6 +309,7 @@ static void daemon_sync(struct daemon *d) {
                    d->config->n_maps - changed - failed, failed, (unsigned long long)elapsed_ms(start));
         metrics_cycle(d->metrics, d->config, cy, now_usec(CLOCK_MONOTONIC) - start);
         api_cycle_end(d->api, d->generation, cy);
+        webhooks_cycle(d->webhooks, d->generation, cy);
         sync_cycle_free(cy);
         if (failed)
                 daemon_schedule_retry(d);
@@ -452,6 +455,10 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
                 daemon_update_status(d);
                 return 0;
         }
+        if (nc->n_webhooks > 0 && !d->webhooks && webhooks_new(d->event, nc, &d->webhooks) < 0)
+                log_warning("webhooks: out of memory adopting the new configuration");
+        else if (d->webhooks && webhooks_set_config(d->webhooks, nc) < 0)
+                log_warning("webhooks: out of memory adopting the new configuration");
         if (d->api && api_set_config(d->api, nc) < 0) {
                 /* Reported as the maps of the old config until the next reload. */
                 log_warning("api: out of memory adopting the new configuration");
@@ -601,6 +608,7 @@ static struct daemon *daemon_free(struct daemon *d) {
         if (!d)
                 return NULL;
         d->api = api_free(d->api);
+        d->webhooks = webhooks_free(d->webhooks);
         sd_event_source_disable_unref(d->sync_now);
         sd_event_source_disable_unref(d->sync_deadline);
         d->jobs = jobs_free(d->jobs);
@@ -661,6 +669,11 @@ static int daemon_setup(struct daemon *d) {
         r = daemon_setup_api(d);
         if (r < 0)
                 return r;
+        if (d->config->n_webhooks > 0) {
+                r = webhooks_new(d->event, d->config, &d->webhooks);
+                if (r < 0)
+                        return r;
+        }
         if (daemon_watch(d) < 0)
                 arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         daemon_setup_poll(d);
