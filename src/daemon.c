@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "pglisten.h"
 #include "sync.h"
 #include "util.h"
 #include "watch.h"
@@ -55,6 +56,7 @@ struct daemon {
         int64_t data_version;
 
         struct watch *watch;
+        struct pglisten *listen; /* driver = postgresql: instead of watch */
         sd_event_source *debounce;
         sd_event_source *recheck;
         sd_event_source *retry_sync;
@@ -107,12 +109,19 @@ static void disarm(sd_event_source *s) {
 static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
 
+        if (d->listen)
+                metrics_listening(d->metrics, pglisten_connected(d->listen), pglisten_n_connects(d->listen));
         if (d->config->metrics_file)
                 metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
                 return;
         if (d->problem[0])
                 notify_status("%s; serving the last maps; %u hooks owed", d->problem, owed);
+        else if (d->listen && !pglisten_connected(d->listen))
+                notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
+                              "owed",
+                              d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed);
         else
                 notify_status("%zu maps, %u failed; %s; %u hooks owed", d->config->n_maps, d->n_maps_failed,
                               d->last_change[0] ? d->last_change : "no change since start", owed);
@@ -135,6 +144,9 @@ static void daemon_set_problem(struct daemon *d, const char *msgid, const char *
 }
 
 static void daemon_clear_problem(struct daemon *d) {
+        /* Maps read, but no notification comes until LISTEN is back. */
+        if (d->listen && !pglisten_connected(d->listen))
+                return;
         if (d->problem[0])
                 log_notice("database %s is available again", d->config->db_path);
         d->problem[0] = '\0';
@@ -413,11 +425,61 @@ static void daemon_on_change(void *userdata, unsigned flags) {
         arm(d, &d->debounce, deadline, daemon_on_debounce);
 }
 
+/* PostgreSQL's change notifications: a NOTIFY is a change (debounced as
+ * inotify events are); after every (re)connect a full sync, as what was
+ * notified while nobody listened is lost. */
+static void daemon_on_pglisten(void *userdata, enum pglisten_event event, const char *detail) {
+        struct daemon *d = userdata;
+
+        switch (event) {
+        case PGLISTEN_CONNECTED:
+                log_info("PostgreSQL: listening on channel %s (%s)", d->config->pg_channel,
+                         pglisten_n_connects(d->listen) > 1 ? "reconnected; syncing" : "connected");
+                d->force = true;
+                if (d->stopping)
+                        return;
+                daemon_sync(d);
+                break;
+        case PGLISTEN_NOTIFIED:
+                log_debug("PostgreSQL: notification on %s (%s)", d->config->pg_channel, detail);
+                d->force = true;
+                daemon_on_change(d, 0);
+                break;
+        case PGLISTEN_LOST:
+                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s: no change notifications: %s; reconnecting",
+                                   d->config->db_path, detail);
+                daemon_update_status(d);
+                break;
+        }
+}
+
+static int daemon_listen(struct daemon *d) {
+        const struct config *c = d->config;
+        int r = pglisten_new(d->event, c->pg_conninfo, c->pg_passfile, c->pg_channel, daemon_on_pglisten, d,
+                             &d->listen);
+
+        if (r < 0)
+                log_error("Could not listen for PostgreSQL notifications: %s", strerror(-r));
+        return r;
+}
+
+static bool same_database(const struct config *a, const struct config *b) {
+        if (a->db_driver != b->db_driver || !streq(a->db_path, b->db_path) || a->busy_timeout_ms != b->busy_timeout_ms)
+                return false;
+        if (a->db_driver == DB_DRIVER_SQLITE)
+                return true;
+        return streq(a->pg_conninfo, b->pg_conninfo) && streq(a->pg_channel, b->pg_channel) &&
+               (a->pg_passfile == b->pg_passfile ||
+                (a->pg_passfile && b->pg_passfile && streq(a->pg_passfile, b->pg_passfile)));
+}
+
 static int daemon_on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
         if (!d->wal_written)
                 d->n_rechecks = RECHECK_SHORT; /* the poll itself comes again */
+        if (d->config->db_driver != DB_DRIVER_SQLITE)
+                d->force = true; /* nothing like data_version to ask */
         daemon_check(d);
         sd_event_source_set_time(s, usec + d->config->poll_interval_s * USEC_PER_SEC);
         sd_event_source_set_enabled(s, SD_EVENT_ON);
@@ -466,11 +528,15 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         if ((old->api.line == 0) != (nc->api.line == 0) || (old->api.line && !streq(old->api.listen, nc->api.listen)))
                 log_warning("[api] listen takes effect at the next start, not at a reload");
         d->config = nc;
-        if (!streq(old->db_path, nc->db_path) || old->busy_timeout_ms != nc->busy_timeout_ms) {
+        if (!same_database(old, nc)) {
                 d->db = db_close(d->db);
                 d->watch = watch_free(d->watch);
+                d->listen = pglisten_free(d->listen);
+                disarm(d->rewatch);
                 d->problem[0] = '\0';
-                if (daemon_watch(d) < 0)
+                if (nc->db_driver != DB_DRIVER_SQLITE)
+                        (void)daemon_listen(d);
+                else if (daemon_watch(d) < 0)
                         arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         }
         config_free(old);
@@ -615,6 +681,7 @@ static struct daemon *daemon_free(struct daemon *d) {
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
         watch_free(d->watch);
+        pglisten_free(d->listen);
         sd_event_source_disable_unref(d->debounce);
         sd_event_source_disable_unref(d->recheck);
         sd_event_source_disable_unref(d->retry_sync);
@@ -674,7 +741,11 @@ static int daemon_setup(struct daemon *d) {
                 if (r < 0)
                         return r;
         }
-        if (daemon_watch(d) < 0)
+        if (d->config->db_driver != DB_DRIVER_SQLITE) {
+                r = daemon_listen(d);
+                if (r < 0)
+                        return r;
+        } else if (daemon_watch(d) < 0)
                 arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         daemon_setup_poll(d);
         return 0;

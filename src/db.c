@@ -13,6 +13,8 @@ struct db {
         sqlite3 *handle;
         char *path;
         char errmsg[512];
+        void *memo;
+        void (*free_memo)(void *memo);
 };
 
 struct db_query {
@@ -146,6 +148,8 @@ int db_open_config(const struct config *c, struct db **ret, const char **errmsg)
 struct db *db_close(struct db *db) {
         if (!db)
                 return NULL;
+        if (db->memo && db->free_memo)
+                db->free_memo(db->memo);
         pgdb_close(db->pg);
         sqlite3_close_v2(db->handle);
         free(db->path);
@@ -206,6 +210,17 @@ int db_data_version(struct db *db, int64_t *ret) {
         return 0;
 }
 
+void *db_memo(const struct db *db) {
+        return db->memo;
+}
+
+void db_set_memo(struct db *db, void *memo, void (*free_memo)(void *memo)) {
+        if (db->memo && db->free_memo && db->memo != memo)
+                db->free_memo(db->memo);
+        db->memo = memo;
+        db->free_memo = free_memo;
+}
+
 bool db_has_moved(struct db *db) {
         int moved = 0;
 
@@ -217,6 +232,10 @@ bool db_has_moved(struct db *db) {
 }
 
 int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
+        return db_query_new_mode(db, sql, DB_QUERY_SORTED, ret);
+}
+
+int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, struct db_query **ret) {
         _cleanup_free_ char *body = strdup(sql), *wrapped = NULL;
         struct db_query *q;
         size_t n;
@@ -245,8 +264,9 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
                 body[--n] = '\0';
         if (asprintf(&wrapped,
                      "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                     "SELECT k, v FROM mapsyncd_q ORDER BY lower(k) COLLATE BINARY, v COLLATE BINARY",
-                     body) < 0)
+                     "SELECT k, v FROM mapsyncd_q ORDER BY %s",
+                     body,
+                     mode == DB_QUERY_STREAM ? "k COLLATE BINARY" : "lower(k) COLLATE BINARY, v COLLATE BINARY") < 0)
                 return -ENOMEM;
 
         q = calloc(1, sizeof(*q));
@@ -268,6 +288,36 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
         return 0;
 }
 
+static enum db_type type_of(int t) {
+        switch (t) {
+        case SQLITE_INTEGER:
+                return DB_INTEGER;
+        case SQLITE_FLOAT:
+                return DB_REAL;
+        case SQLITE_BLOB:
+                return DB_BLOB;
+        case SQLITE_NULL:
+                return DB_NULL;
+        default:
+                return DB_TEXT;
+        }
+}
+
+bool db_is_utf8(struct db *db) {
+        sqlite3_stmt *stmt = NULL;
+        bool utf8 = false;
+
+        if (db->pg)
+                return false; /* sorted by PostgreSQL, never streamed */
+        if (sqlite3_prepare_v2(db->handle, "PRAGMA encoding", -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW) {
+                const unsigned char *e = sqlite3_column_text(stmt, 0);
+                utf8 = e && strcmp((const char *)e, "UTF-8") == 0;
+        }
+        sqlite3_finalize(stmt);
+        return utf8;
+}
+
 int db_query_next(struct db_query *q, struct db_row *row) {
         if (q->pg)
                 return pgdb_query_next(q->pg, row);
@@ -278,9 +328,16 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         if (rc != SQLITE_ROW)
                 return fail(q->db, rc);
 
-        /* The types before any conversion; text first, then its length:
-         * that order keeps the pointers valid. */
+        /* The types before any conversion; the number, then text, then its
+         * length: that order keeps the pointers valid. */
         int tk = sqlite3_column_type(q->stmt, 0), tv = sqlite3_column_type(q->stmt, 1);
+
+        row->key_type = type_of(tk);
+        row->value_type = type_of(tv);
+        if (tv == SQLITE_INTEGER)
+                row->value_int = sqlite3_column_int64(q->stmt, 1);
+        else if (tv == SQLITE_FLOAT)
+                row->value_real = sqlite3_column_double(q->stmt, 1);
 
         row->key = tk == SQLITE_NULL ? NULL : sqlite3_column_text(q->stmt, 0);
         row->key_len = row->key ? (size_t)sqlite3_column_bytes(q->stmt, 0) : 0;
