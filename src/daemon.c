@@ -517,9 +517,8 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
                 daemon_update_status(d);
                 return 0;
         }
-        if (nc->n_webhooks > 0 && !d->webhooks && webhooks_new(d->event, nc, &d->webhooks) < 0)
-                log_warning("webhooks: out of memory adopting the new configuration");
-        else if (d->webhooks && webhooks_set_config(d->webhooks, nc) < 0)
+        if ((d->webhooks || nc->n_webhooks > 0) &&
+            (d->webhooks ? webhooks_set_config(d->webhooks, nc) : webhooks_new(d->event, nc, &d->webhooks)) < 0)
                 log_warning("webhooks: out of memory adopting the new configuration");
         if (d->api && api_set_config(d->api, nc) < 0) {
                 /* Reported as the maps of the old config until the next reload. */
