@@ -52,8 +52,8 @@ def check_sanitizer_report(output):
 sys.path.insert(0, os.path.join(SRC, "tools"))
 import gendb  # noqa: E402
 
-MAPS = ("virtual_domains", "vmailbox", "virtual_aliases", "passwd")
-POSTFIX_MAPS = ("virtual_domains", "vmailbox", "virtual_aliases")
+MAPS = ("virtual_domains", "vmailbox", "virtual_aliases", "passwd", "sender_login")
+POSTFIX_MAPS = ("virtual_domains", "vmailbox", "virtual_aliases", "sender_login")
 TEST_GROUP = "mail"  # exists on every Debian system
 
 
@@ -275,7 +275,8 @@ def expected_maps(db):
     c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
     try:
         domains = {i: (d, a == 1) for i, d, a in c.execute("SELECT id, domain, active FROM domains")}
-        vd, vm, va, pw = {}, {}, {}, {}
+        vd, vm, va, pw, sl = {}, {}, {}, {}, {}
+        active_accounts = set()
         for d, active in domains.values():
             if active:
                 vd[d.lower()] = "OK"
@@ -286,6 +287,8 @@ def expected_maps(db):
                 continue
             local = email.rsplit("@", 1)[0]
             vm[email.lower()] = (dname + "/" + local + "/").lower()
+            active_accounts.add(email)
+            sl.setdefault(email.lower(), set()).add(email.lower())
             pw.setdefault(email.lower(), "{BLF-CRYPT}" + passwd + "::::::"
                           + ("userdb_quota_rule=*:storage=%dM" % quota if quota > 0 else ""))
         dests = {}
@@ -293,8 +296,11 @@ def expected_maps(db):
             if active != 1 or not domains[dom][1]:
                 continue
             dests.setdefault(src.lower(), set()).add(dst)
+            if dst in active_accounts:
+                sl.setdefault(src.lower(), set()).add(dst.lower())
         for src, ds in dests.items():
             va[src] = ", ".join(sorted(ds, key=lambda s: s.encode()))
+        sl = {k: ", ".join(sorted(v, key=lambda s: s.encode())) for k, v in sl.items()}
     finally:
         c.close()
     return {
@@ -302,6 +308,7 @@ def expected_maps(db):
         "vmailbox": _lines(vm, "\t"),
         "virtual_aliases": _lines(va, "\t"),
         "passwd": _lines(pw, ":"),
+        "sender_login": _lines(sl, "\t"),
     }
 
 
