@@ -59,6 +59,7 @@ class FilesEnv(harness.Env):
         """The shipped config with the OpenDKIM sections enabled, moved."""
         text = self.shipped_config(hooks=True)
         text = re.sub(r"(?m)^;", "", text)
+        text = re.sub(r"(?m)^on_change = postmap .*$", "on_change = " + harness.recorder_command(self), text)
         text = text.replace("/etc/opendkim/", self.opendkim + "/")
         text = text.replace("command = systemctl reload opendkim",
                             "command = " + (reload_cmd or 'echo "reload $MAPSYNCD_RELOAD $MAPSYNCD_MAP" >> '
@@ -263,6 +264,39 @@ class TestShippedOpenDKIM(FilesTestCase):
         with open(status, "w") as f:
             f.write("\n".join(d.notified("STATUS")))
         self.assert_no_key_material(["\n".join(d.log()), "\n".join(d.messages), envs, read(e.hook_log)])
+
+
+class TestSenderLogin(FilesTestCase):
+    """The shipped opt-in sender_login map: each active account may send as
+    itself, an alias's source as the active accounts it delivers to."""
+
+    def test_sender_login(self):
+        e = self.env
+        e.write_config(e.files_config())
+        r = self.once()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = e.output("sender_login")
+        want = harness.expected_maps(e.db)["sender_login"]
+        self.assertEqual(read(path), want)
+        self.assertIn("%s\t%s\n" % (gendb.ACTIVE_ACCOUNT, gendb.ACTIVE_ACCOUNT), want)
+        self.assertIn("%s\t%s\n" % (gendb.MULTI_ALIAS, gendb.ACTIVE_ACCOUNT), want)
+        self.assertNotIn(gendb.INACTIVE_ACCOUNT, want)
+        self.assertNotIn(gendb.INACTIVE_DOMAIN_ACCOUNT, want)
+        self.assertNotIn(gendb.INACTIVE_ALIAS, want)
+        # An alias to two accounts, a catch-all and an alias outside its
+        # domain.
+        c = e.connect()
+        for src, dst in (("shared@d0001.example", gendb.ACTIVE_ACCOUNT), ("shared@d0001.example", "u000004@d0001.example"),
+                         ("@d0001.example", gendb.ACTIVE_ACCOUNT), ("x@elsewhere.example", gendb.ACTIVE_ACCOUNT)):
+            c.execute("INSERT INTO aliases (domain_id, source, destination, active) VALUES (1, ?, ?, 1)", (src, dst))
+        c.close()
+        r = self.once()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = read(path)
+        self.assertIn("shared@d0001.example\tu000001@d0001.example, u000004@d0001.example\n", text)
+        self.assertEqual([ln for ln in text.splitlines() if ln.startswith("@")], [], "a catch-all source")
+        self.assertNotIn("elsewhere", text)
+        self.assertIn('sender_login: skipped row with key "x@elsewhere.example": value is NULL', r.stderr)
 
 
 class TestKilledMidUpdate(FilesTestCase):
