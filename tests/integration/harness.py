@@ -272,13 +272,11 @@ def _lines(entries, sep):
 
 def expected_maps(db):
     """The four maps as the schema's rules define them, computed from the raw
-    tables (for databases without hostile rows), and sender_login (the
-    shipped config's opt-in map)."""
+    tables (for databases without hostile rows)."""
     c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
     try:
         domains = {i: (d, a == 1) for i, d, a in c.execute("SELECT id, domain, active FROM domains")}
-        vd, vm, va, pw, sl = {}, {}, {}, {}, {}
-        active_accounts = set()
+        vd, vm, va, pw = {}, {}, {}, {}
         for d, active in domains.values():
             if active:
                 vd[d.lower()] = "OK"
@@ -289,8 +287,6 @@ def expected_maps(db):
                 continue
             local = email.rsplit("@", 1)[0]
             vm[email.lower()] = (dname + "/" + local + "/").lower()
-            active_accounts.add(email)
-            sl.setdefault(email.lower(), set()).add(email.lower())
             pw.setdefault(email.lower(), "{BLF-CRYPT}" + passwd + "::::::"
                           + ("userdb_quota_rule=*:storage=%dM" % quota if quota > 0 else ""))
         dests = {}
@@ -298,11 +294,8 @@ def expected_maps(db):
             if active != 1 or not domains[dom][1]:
                 continue
             dests.setdefault(src.lower(), set()).add(dst)
-            if dst in active_accounts:
-                sl.setdefault(src.lower(), set()).add(dst.lower())
         for src, ds in dests.items():
             va[src] = ", ".join(sorted(ds, key=lambda s: s.encode()))
-        sl = {k: ", ".join(sorted(v, key=lambda s: s.encode())) for k, v in sl.items()}
     finally:
         c.close()
     return {
@@ -310,7 +303,6 @@ def expected_maps(db):
         "vmailbox": _lines(vm, "\t"),
         "virtual_aliases": _lines(va, "\t"),
         "passwd": _lines(pw, ":"),
-        "sender_login": _lines(sl, "\t"),
     }
 
 

@@ -266,6 +266,28 @@ class TestShippedOpenDKIM(FilesTestCase):
         self.assert_no_key_material(["\n".join(d.log()), "\n".join(d.messages), envs, read(e.hook_log)])
 
 
+def expected_sender_login(db):
+    """sender_login by the schema's rules, from the raw tables (regular
+    rows): each active account on an active domain as itself; an active
+    alias on an active domain for each active account it delivers to."""
+    import sqlite3
+    c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    try:
+        domains = {i: a == 1 for i, a in c.execute("SELECT id, active FROM domains")}
+        owners, accounts = {}, set()
+        for email, dom, active in c.execute("SELECT email, domain_id, active FROM email_accounts"):
+            if active == 1 and domains[dom]:
+                accounts.add(email)
+                owners.setdefault(email.lower(), set()).add(email.lower())
+        for src, dst, dom, active in c.execute("SELECT source, destination, domain_id, active FROM aliases"):
+            if active == 1 and domains[dom] and dst in accounts:
+                owners.setdefault(src.lower(), set()).add(dst.lower())
+    finally:
+        c.close()
+    return "".join("%s\t%s\n" % (k, ", ".join(sorted(owners[k], key=lambda s: s.encode())))
+                   for k in sorted(owners, key=lambda s: s.encode()))
+
+
 class TestSenderLogin(FilesTestCase):
     """The shipped opt-in sender_login map: each active account may send as
     itself, an alias's source as the active accounts it delivers to."""
@@ -276,7 +298,7 @@ class TestSenderLogin(FilesTestCase):
         r = self.once()
         self.assertEqual(r.returncode, 0, r.stderr)
         path = e.output("sender_login")
-        want = harness.expected_maps(e.db)["sender_login"]
+        want = expected_sender_login(e.db)
         self.assertEqual(read(path), want)
         self.assertIn("%s\t%s\n" % (gendb.ACTIVE_ACCOUNT, gendb.ACTIVE_ACCOUNT), want)
         self.assertIn("%s\t%s\n" % (gendb.MULTI_ALIAS, gendb.ACTIVE_ACCOUNT), want)
