@@ -108,8 +108,15 @@ class Follow(Base):
         g = harness.gendb
         self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'new@d0001.example', "
                     "'dest@external.example')")
+        hooks = len(self.env.hooks_run())
+        self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'new2@d0001.example', "
+                    "'dest@external.example')")
         self.wait_pg_maps(timeout=10)
         self.assertIn("new@d0001.example\tdest@external.example\n", read(self.env.output("virtual_aliases")))
+        # The hooks of exactly the map that changed.
+        wait_for(lambda: len(self.env.hooks_run()) > hooks, 10, what="virtual_aliases' hook")
+        self.wait_quiet(d, 0.3)
+        self.assertEqual(sorted(set(h[0] for h in self.env.hooks_run()[hooks:])), ["virtual_aliases"])
         self.pg.sql("UPDATE email_accounts SET active = false WHERE email = %s", (g.ACTIVE_ACCOUNT,))
         self.wait_pg_maps(timeout=10)
         self.assertNotIn(g.ACTIVE_ACCOUNT + ":", read(self.env.output("passwd")))
@@ -151,6 +158,28 @@ class Follow(Base):
         syncs = len(self.sync_lines(d)) - n
         self.assertGreaterEqual(syncs, 1)
         self.assertLess(syncs, 60, "300 commits cost %d syncs: no debounce" % syncs)
+        self.assertEqual(d.stop(), 0)
+
+
+class Reload(Base):
+
+    def test_sighup_with_another_channel(self):
+        d = self.start()
+        text = read(self.env.conf).replace("channel = mapsyncd", "channel = other_maps")
+        self.env.write_config(text)
+        d.signal(__import__("signal").SIGHUP)
+        d.wait_log(r"PostgreSQL: listening on channel other_maps")
+        self.wait_quiet(d, 0.5)
+        # The triggers still say "mapsyncd": nobody listens there now.
+        n = len(self.sync_lines(d))
+        self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'quiet@d0001.example', "
+                    "'q@external.example')")
+        time.sleep(1.0)
+        self.assertEqual(self.sync_lines(d)[n:], [])
+        self.assertNotIn("quiet@d0001.example", read(self.env.output("virtual_aliases")))
+        # A NOTIFY on the new channel is heard.
+        self.pg.sql("NOTIFY other_maps, 'aliases'")
+        self.wait_pg_maps(timeout=10)
         self.assertEqual(d.stop(), 0)
 
 
