@@ -11,17 +11,6 @@ enum daemon_mode {
         DAEMON_WATCH, /* run until SIGTERM/SIGINT */
 };
 
-struct daemon;
-
-/* For the sources of the running daemon (signals, the control API, a
- * database notification channel). Both are no-ops outside watch mode.
- * daemon_request_sync: sync now, skipping the debounce (why is logged,
- * e.g. "SIGUSR1" or "API"). daemon_data_changed: another source says the
- * data changed; handled like a file event that cannot be confirmed by
- * version (debounced, then a sync). */
-void daemon_request_sync(struct daemon *d, const char *why);
-void daemon_data_changed(struct daemon *d, const char *source);
-
 /* Runs mapsyncd on config (ownership passes to the daemon; config_path is
  * re-read on SIGHUP). Returns the process exit status: 0, or 1 when (once)
  * a map, the database or a hook failed, or (watch) setup failed. */

@@ -51,6 +51,7 @@ struct detect_config {
         uint64_t debounce_usec;
         uint64_t max_delay_usec;
         uint64_t poll_usec; /* 0: no polling while the watch works */
+        bool unversioned;   /* no version to compare (PostgreSQL): every look syncs */
 };
 
 /* What an event says (bits). */

@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <time.h>
 
+#include "api.h"
 #include "db.h"
 #include "detect.h"
 #include "hook.h"
@@ -16,9 +18,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "pglisten.h"
 #include "sync.h"
 #include "util.h"
 #include "watch.h"
+#include "webhook.h"
 
 #define USEC_PER_MSEC   1000ULL
 #define USEC_PER_SEC    1000000ULL
@@ -39,9 +43,14 @@ struct daemon {
         struct detect *detect;
         sd_event_source *detect_timer;
         struct watch *watch;
-        char *real_path; /* what db_path resolved to at the last watch */
-        bool in_detect;  /* daemon_detect_run() is running */
+        struct pglisten *listen; /* driver = postgresql: instead of watch */
+        char *real_path;         /* what db_path resolved to at the last watch */
+        bool in_detect;          /* daemon_detect_run() is running */
         char watch_problem[300];
+        struct db *db; /* driver = postgresql: the connection, kept between cycles */
+        void *memo;    /* sqlite: sync's memo of the last cycle's connection */
+        void (*free_memo)(void *memo);
+        uint64_t memo_identity; /* of the database file it was made for */
 
         bool first_cycle_done;
         bool ready_sent;
@@ -52,14 +61,39 @@ struct daemon {
         char problem[512];
         char last_change[300];
         unsigned n_maps_failed;
+
+        /* The control API: cycles are numbered (generation); one may be
+         * asked for, to start at the next turn of the loop. */
+        uint64_t generation;
+        sd_event_source *sync_now, *sync_deadline;
+        struct api *api;
+        struct webhooks *webhooks;
 };
 
 static void daemon_sync(struct daemon *d);
+static void daemon_detect_run(struct daemon *d);
+
+static void arm(struct daemon *d, sd_event_source **s, uint64_t usec_abs, sd_event_time_handler_t fn) {
+        if (!*s) {
+                if (sd_event_add_time(d->event, s, CLOCK_MONOTONIC, usec_abs, TIMER_ACCURACY_USEC, fn, d) < 0)
+                        log_error("Could not arm a timer: %m");
+                return;
+        }
+        sd_event_source_set_time(*s, usec_abs);
+        sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
+}
+
+static void disarm(sd_event_source *s) {
+        if (s)
+                sd_event_source_set_enabled(s, SD_EVENT_OFF);
+}
 
 /* STATUS= and the metrics file. */
 static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
 
+        if (d->listen)
+                metrics_listening(d->metrics, pglisten_connected(d->listen), pglisten_n_connects(d->listen));
         if (d->config->metrics_file)
                 metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
@@ -67,6 +101,11 @@ static void daemon_update_status(struct daemon *d) {
         if (d->problem[0])
                 notify_status("%s; serving the last maps; %u hooks owed%s%s", d->problem, owed,
                               d->watch_problem[0] ? "; " : "", d->watch_problem);
+        else if (d->listen && !pglisten_connected(d->listen))
+                notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
+                              "owed",
+                              d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed);
         else
                 notify_status("%zu maps, %u failed; %s; %u hooks owed%s%s", d->config->n_maps, d->n_maps_failed,
                               d->last_change[0] ? d->last_change : "no change since start", owed,
@@ -90,6 +129,9 @@ static void daemon_set_problem(struct daemon *d, const char *msgid, const char *
 }
 
 static void daemon_clear_problem(struct daemon *d) {
+        /* Maps read, but no notification comes until LISTEN is back. */
+        if (d->listen && !pglisten_connected(d->listen))
+                return;
         if (d->problem[0])
                 log_notice("database %s is available again", d->config->db_path);
         d->problem[0] = '\0';
@@ -117,7 +159,16 @@ static void daemon_maybe_done(struct daemon *d) {
 }
 
 static void daemon_on_jobs_idle(void *userdata) {
-        daemon_maybe_done(userdata);
+        struct daemon *d = userdata;
+
+        api_hooks_idle(d->api);
+        daemon_maybe_done(d);
+}
+
+static void daemon_on_hook(void *userdata, const char *label, const struct hook_result *res) {
+        struct daemon *d = userdata;
+
+        api_hook_done(d->api, label, res);
 }
 
 static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
@@ -148,23 +199,34 @@ static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
 static void daemon_sync(struct daemon *d) {
         struct sync_cycle *cy = NULL;
         struct db *db = NULL;
-        struct db_state st;
+        struct db_state st = {0};
         struct detect_reading rd;
         const char *msg = NULL;
         uint64_t start = now_usec(CLOCK_MONOTONIC);
         unsigned changed, failed = 0;
-        int r;
+        bool sqlite = d->config->db_driver == DB_DRIVER_SQLITE;
+        int r = 0;
 
+        disarm(d->sync_now);
+        disarm(d->sync_deadline);
+        d->generation++;
         /* Read before the snapshot: a commit after it shows as a change. */
-        db_probe(d->config->db_path, &st);
+        if (sqlite)
+                db_probe(d->config->db_path, &st);
         rd = (struct detect_reading){st.error, st.identity, st.version};
         if (d->detect)
                 detect_cycle_started(d->detect, start, &rd);
 
-        r = db_open(d->config->db_path, d->config->busy_timeout_ms, &db, &msg);
+        if (sqlite || !d->db)
+                r = db_open_config(d->config, &db, &msg);
+        else
+                db = TAKE_PTR(d->db);
         if (r < 0)
                 daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unavailable: %s", d->config->db_path, msg);
         else {
+                /* What sync learnt on the last connection to the same file. */
+                if (sqlite && d->memo && d->memo_identity == st.identity && !st.error)
+                        db_set_memo(db, TAKE_PTR(d->memo), d->free_memo);
                 r = sync_render(db, d->config, false, &cy);
                 if (r < 0)
                         daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unreadable: %s", d->config->db_path,
@@ -177,6 +239,16 @@ static void daemon_sync(struct daemon *d) {
                         r = -ESTALE;
                 }
         }
+        if (db && sqlite) {
+                if (d->memo && d->free_memo)
+                        d->free_memo(d->memo);
+                d->memo = db_take_memo(db, &d->free_memo);
+                d->memo_identity = st.identity;
+        }
+        /* A PostgreSQL connection is kept (it holds nothing that blocks the
+         * panel); but after a failure that is not "busy", a fresh one. */
+        if (!sqlite && (r >= 0 || r == -EBUSY))
+                d->db = TAKE_PTR(db);
         db = db_close(db);
         if (r < 0) {
                 d->failures++;
@@ -185,6 +257,7 @@ static void daemon_sync(struct daemon *d) {
                         log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
                                    "sync failed: kept every map as it was");
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
+                api_cycle_end(d->api, d->generation, NULL);
                 goto done;
         }
         daemon_clear_problem(d);
@@ -204,6 +277,8 @@ static void daemon_sync(struct daemon *d) {
                    "sync: %u changed, %zu unchanged, %u failed in %llu ms", changed,
                    d->config->n_maps - changed - failed, failed, (unsigned long long)elapsed_ms(start));
         metrics_cycle(d->metrics, d->config, cy, now_usec(CLOCK_MONOTONIC) - start);
+        api_cycle_end(d->api, d->generation, cy);
+        webhooks_cycle(d->webhooks, d->generation, cy);
         sync_cycle_free(cy);
 done:
         /* A failed cycle (database busy, corrupt, missing; a map not
@@ -273,7 +348,7 @@ static void daemon_detect_run(struct daemon *d) {
                 if (a == DETECT_IDLE)
                         break;
                 switch (a) {
-                case DETECT_CHECK:
+                case DETECT_CHECK: /* never asked for when unversioned (PostgreSQL) */
                         db_probe(d->config->db_path, &st);
                         rd = (struct detect_reading){st.error, st.identity, st.version};
                         detect_checked(d->detect, now, &rd);
@@ -293,19 +368,10 @@ static void daemon_detect_run(struct daemon *d) {
         }
         d->in_detect = false;
         next = d->stopping ? DETECT_NEVER : detect_wakeup(d->detect);
-        if (next == DETECT_NEVER) {
-                if (d->detect_timer)
-                        sd_event_source_set_enabled(d->detect_timer, SD_EVENT_OFF);
-                return;
-        }
-        if (!d->detect_timer) {
-                if (sd_event_add_time(d->event, &d->detect_timer, CLOCK_MONOTONIC, next, TIMER_ACCURACY_USEC,
-                                      daemon_on_detect_timer, d) < 0)
-                        log_error("Could not arm a timer: %m");
-                return;
-        }
-        sd_event_source_set_time(d->detect_timer, next);
-        sd_event_source_set_enabled(d->detect_timer, SD_EVENT_ONESHOT);
+        if (next == DETECT_NEVER)
+                disarm(d->detect_timer);
+        else
+                arm(d, &d->detect_timer, next, daemon_on_detect_timer);
 }
 
 static int daemon_on_detect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -321,16 +387,8 @@ static int daemon_on_detect_timer(sd_event_source *s, uint64_t usec, void *userd
 static void daemon_detect_soon(struct daemon *d) {
         uint64_t next = detect_wakeup(d->detect);
 
-        if (next == DETECT_NEVER || d->stopping)
-                return;
-        if (!d->detect_timer) {
-                if (sd_event_add_time(d->event, &d->detect_timer, CLOCK_MONOTONIC, next, TIMER_ACCURACY_USEC,
-                                      daemon_on_detect_timer, d) < 0)
-                        log_error("Could not arm a timer: %m");
-                return;
-        }
-        sd_event_source_set_time(d->detect_timer, next);
-        sd_event_source_set_enabled(d->detect_timer, SD_EVENT_ONESHOT);
+        if (next != DETECT_NEVER && !d->stopping)
+                arm(d, &d->detect_timer, next, daemon_on_detect_timer);
 }
 
 static void daemon_on_change(void *userdata, unsigned flags) {
@@ -351,7 +409,9 @@ static void daemon_on_change(void *userdata, unsigned flags) {
         daemon_detect_soon(d);
 }
 
-void daemon_data_changed(struct daemon *d, const char *source) {
+/* Another source says the data changed: handled like a file event that no
+ * version can confirm (debounced, then a sync). */
+static void daemon_data_changed(struct daemon *d, const char *source) {
         if (!d->detect)
                 return;
         log_submit(LOG_DEBUG, NULL, "%s: the data changed", source);
@@ -359,7 +419,8 @@ void daemon_data_changed(struct daemon *d, const char *source) {
         daemon_detect_soon(d);
 }
 
-void daemon_request_sync(struct daemon *d, const char *why) {
+/* Sync now, skipping the debounce (why is logged). */
+static void daemon_sync_soon(struct daemon *d, const char *why) {
         if (!d->detect)
                 return;
         log_info("%s: syncing now", why);
@@ -367,11 +428,60 @@ void daemon_request_sync(struct daemon *d, const char *why) {
         daemon_detect_soon(d);
 }
 
+/* PostgreSQL's change notifications: a NOTIFY is a change (debounced as
+ * inotify events are); after every (re)connect a full sync, as what was
+ * notified while nobody listened is lost. */
+static void daemon_on_pglisten(void *userdata, enum pglisten_event event, const char *detail) {
+        struct daemon *d = userdata;
+
+        switch (event) {
+        case PGLISTEN_CONNECTED:
+                log_info("PostgreSQL: listening on channel %s (%s)", d->config->pg_channel,
+                         pglisten_n_connects(d->listen) > 1 ? "reconnected; syncing" : "connected");
+                if (d->stopping)
+                        return;
+                detect_request_sync(d->detect, now_usec(CLOCK_MONOTONIC));
+                daemon_detect_soon(d);
+                break;
+        case PGLISTEN_NOTIFIED:
+                log_debug("PostgreSQL: notification on %s (%s)", d->config->pg_channel, detail);
+                daemon_data_changed(d, "PostgreSQL");
+                break;
+        case PGLISTEN_LOST:
+                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s: no change notifications: %s; reconnecting",
+                                   d->config->db_path, detail);
+                daemon_update_status(d);
+                break;
+        }
+}
+
+static int daemon_listen(struct daemon *d) {
+        const struct config *c = d->config;
+        int r = pglisten_new(d->event, c->pg_conninfo, c->pg_passfile, c->pg_channel, daemon_on_pglisten, d,
+                             &d->listen);
+
+        if (r < 0)
+                log_error("Could not listen for PostgreSQL notifications: %s", strerror(-r));
+        return r;
+}
+
+static bool same_database(const struct config *a, const struct config *b) {
+        if (a->db_driver != b->db_driver || !streq(a->db_path, b->db_path) || a->busy_timeout_ms != b->busy_timeout_ms)
+                return false;
+        if (a->db_driver == DB_DRIVER_SQLITE)
+                return true;
+        return streq(a->pg_conninfo, b->pg_conninfo) && streq(a->pg_channel, b->pg_channel) &&
+               (a->pg_passfile == b->pg_passfile ||
+                (a->pg_passfile && b->pg_passfile && streq(a->pg_passfile, b->pg_passfile)));
+}
+
 static struct detect_config daemon_detect_config(const struct config *c) {
         return (struct detect_config){
                 .debounce_usec = c->debounce_ms * USEC_PER_MSEC,
                 .max_delay_usec = c->max_delay_ms * USEC_PER_MSEC,
                 .poll_usec = c->poll_interval_s * USEC_PER_SEC,
+                /* Nothing like the file's version to compare: every look syncs. */
+                .unversioned = c->db_driver != DB_DRIVER_SQLITE,
         };
 }
 
@@ -398,12 +508,27 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
                 daemon_update_status(d);
                 return 0;
         }
+        if ((d->webhooks || nc->n_webhooks > 0) &&
+            (d->webhooks ? webhooks_set_config(d->webhooks, nc) : webhooks_new(d->event, nc, &d->webhooks)) < 0)
+                log_warning("webhooks: out of memory adopting the new configuration");
+        if (d->api && api_set_config(d->api, nc) < 0) {
+                /* Reported as the maps of the old config until the next reload. */
+                log_warning("api: out of memory adopting the new configuration");
+        }
+        if ((old->api.line == 0) != (nc->api.line == 0) || (old->api.line && !streq(old->api.listen, nc->api.listen)))
+                log_warning("[api] listen takes effect at the next start, not at a reload");
         d->config = nc;
         struct detect_config dc = daemon_detect_config(nc);
         detect_set_config(d->detect, &dc, now_usec(CLOCK_MONOTONIC));
-        if (!streq(old->db_path, nc->db_path)) {
+        if (!same_database(old, nc)) {
+                d->db = db_close(d->db);
+                d->watch = watch_free(d->watch);
+                d->listen = pglisten_free(d->listen);
                 d->problem[0] = '\0';
-                daemon_rewatch(d);
+                if (nc->db_driver != DB_DRIVER_SQLITE)
+                        (void)daemon_listen(d);
+                else
+                        daemon_rewatch(d);
         }
         config_free(old);
         log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_CONFIG_RELOADED), "configuration %s reloaded: %zu maps",
@@ -414,8 +539,102 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         return 0;
 }
 
+static int daemon_on_sync_now(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct daemon *d = userdata;
+
+        daemon_sync(d);
+        daemon_detect_run(d); /* the cycle changed what detection waits for */
+        return 0;
+}
+
+/* A forced cycle, skipping the debounce: SYNC_GATHER_USEC after the first
+ * request, once the loop has nothing else to do (requests read in the
+ * meantime share it), and within SYNC_NOW_MAX_USEC whatever else comes in.
+ * Its generation goes to *ret. */
+#define SYNC_GATHER_USEC  (2 * USEC_PER_MSEC)
+#define SYNC_NOW_MAX_USEC (20 * USEC_PER_MSEC)
+static int daemon_request_sync(void *userdata, uint64_t *ret) {
+        struct daemon *d = userdata;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        int enabled = SD_EVENT_OFF, r;
+
+        if (d->stopping)
+                return -ESHUTDOWN;
+        if (!d->sync_now) {
+                r = sd_event_add_time(d->event, &d->sync_now, CLOCK_MONOTONIC, now + SYNC_GATHER_USEC, 0,
+                                      daemon_on_sync_now, d);
+                if (r >= 0)
+                        r = sd_event_source_set_priority(d->sync_now, SD_EVENT_PRIORITY_IDLE);
+                if (r < 0)
+                        return r;
+                arm(d, &d->sync_deadline, now + SYNC_NOW_MAX_USEC, daemon_on_sync_now);
+        } else if (sd_event_source_get_enabled(d->sync_now, &enabled) >= 0 && enabled == SD_EVENT_OFF) {
+                sd_event_source_set_time(d->sync_now, now + SYNC_GATHER_USEC);
+                sd_event_source_set_enabled(d->sync_now, SD_EVENT_ONESHOT);
+                arm(d, &d->sync_deadline, now + SYNC_NOW_MAX_USEC, daemon_on_sync_now);
+        }
+        *ret = d->generation + 1;
+        return 0;
+}
+
+static enum api_state daemon_api_state(void *userdata) {
+        struct daemon *d = userdata;
+        int due = SD_EVENT_OFF;
+
+        if (d->problem[0])
+                return API_STATE_DB_UNAVAILABLE;
+        if (d->sync_now && sd_event_source_get_enabled(d->sync_now, &due) < 0)
+                due = SD_EVENT_OFF;
+        if (due != SD_EVENT_OFF || jobs_running(d->jobs) > 0)
+                return API_STATE_SYNCING;
+        if (d->n_maps_failed > 0 || jobs_owed(d->jobs) > 0)
+                return API_STATE_RETRYING;
+        return API_STATE_IDLE;
+}
+
+static unsigned daemon_api_hooks_owed(void *userdata) {
+        struct daemon *d = userdata;
+
+        return jobs_owed(d->jobs);
+}
+
+static const struct api_ops daemon_api_ops = {
+        .request_sync = daemon_request_sync,
+        .state = daemon_api_state,
+        .hooks_owed = daemon_api_hooks_owed,
+};
+
+/* The API when [api] asks for it, on the socket systemd passed if any. */
+static int daemon_setup_api(struct daemon *d) {
+        int n = sd_listen_fds(true), fd = -1;
+
+        if (n < 0) {
+                log_warning("Could not take the sockets passed by systemd: %s", strerror(-n));
+                n = 0;
+        }
+        if (n > 0) {
+                fd = SD_LISTEN_FDS_START;
+                if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                        log_error("the socket passed by systemd is not a listening AF_UNIX stream socket");
+                        return -EINVAL;
+                }
+                for (int i = 1; i < n; i++)
+                        close(SD_LISTEN_FDS_START + i);
+                if (n > 1)
+                        log_warning("systemd passed %d sockets; using the first", n);
+        }
+        if (!d->config->api.line) {
+                if (fd >= 0) {
+                        log_warning("systemd passed a socket but the configuration has no [api] section: no API");
+                        close(fd);
+                }
+                return 0;
+        }
+        return api_new(d->event, d->config, fd, &daemon_api_ops, d, &d->api);
+}
+
 static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        daemon_request_sync(userdata, "SIGUSR1");
+        daemon_sync_soon(userdata, "SIGUSR1");
         return 0;
 }
 
@@ -440,6 +659,10 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
 static struct daemon *daemon_free(struct daemon *d) {
         if (!d)
                 return NULL;
+        d->api = api_free(d->api);
+        d->webhooks = webhooks_free(d->webhooks);
+        sd_event_source_disable_unref(d->sync_now);
+        sd_event_source_disable_unref(d->sync_deadline);
         d->jobs = jobs_free(d->jobs);
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
@@ -447,6 +670,10 @@ static struct daemon *daemon_free(struct daemon *d) {
         sd_event_source_disable_unref(d->detect_timer);
         detect_free(d->detect);
         free(d->real_path);
+        pglisten_free(d->listen);
+        db_close(d->db);
+        if (d->memo && d->free_memo)
+                d->free_memo(d->memo);
         config_free(d->config);
         sd_event_unref(d->event);
         free(d);
@@ -469,6 +696,7 @@ static int daemon_setup(struct daemon *d) {
         if (r < 0)
                 return r;
         jobs_set_metrics(d->jobs, d->metrics);
+        jobs_set_hook_observer(d->jobs, daemon_on_hook, d);
         r = sd_event_add_signal(d->event, NULL, SIGTERM, daemon_on_sigterm, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->event, NULL, SIGINT, daemon_on_sigterm, d);
@@ -490,7 +718,20 @@ static int daemon_setup(struct daemon *d) {
         d->detect = detect_new(&dc, now_usec(CLOCK_MONOTONIC));
         if (!d->detect)
                 return -ENOMEM;
-        daemon_rewatch(d);
+        r = daemon_setup_api(d);
+        if (r < 0)
+                return r;
+        if (d->config->n_webhooks > 0) {
+                r = webhooks_new(d->event, d->config, &d->webhooks);
+                if (r < 0)
+                        return r;
+        }
+        if (d->config->db_driver != DB_DRIVER_SQLITE) {
+                r = daemon_listen(d);
+                if (r < 0)
+                        return r;
+        } else
+                daemon_rewatch(d);
         return 0;
 }
 

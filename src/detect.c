@@ -255,7 +255,7 @@ enum detect_action detect_next(struct detect *d, uint64_t now) {
         }
         if (!due)
                 return DETECT_IDLE;
-        if (d->force || !d->have_base) {
+        if (d->force || !d->have_base || d->c.unversioned) {
                 d->force = false;
                 return DETECT_SYNC;
         }

@@ -29,7 +29,8 @@ struct world {
 };
 
 static void world_init(struct world *w, uint64_t debounce_ms, uint64_t max_delay_ms, uint64_t poll_s) {
-        struct detect_config c = {debounce_ms * MS, max_delay_ms * MS, poll_s * SEC};
+        struct detect_config c = {
+                .debounce_usec = debounce_ms * MS, .max_delay_usec = max_delay_ms * MS, .poll_usec = poll_s * SEC};
 
         *w = (struct world){.now = 1000 * SEC, .cycle_ok = true};
         w->db.identity = 1;
@@ -457,7 +458,7 @@ static void test_poll(void) {
         run_for(&w, 50 * SEC);
         CHECK_UINT(w.checks, 12);
         /* A new interval, then none. */
-        struct detect_config c = {200 * MS, 5000 * MS, 1 * SEC};
+        struct detect_config c = {.debounce_usec = 200 * MS, .max_delay_usec = 5000 * MS, .poll_usec = 1 * SEC};
         detect_set_config(w.d, &c, w.now);
         CHECK_UINT(detect_wakeup(w.d), w.now + 1 * SEC);
         c.poll_usec = 0;
@@ -529,6 +530,29 @@ static void test_lost_watch_and_relink(void) {
         run_for(&w, 3 * SEC);
         CHECK_UINT(w.reports, 2);
         CHECK_INT(detect_problem(w.d, NULL), DETECT_OK);
+        world_done(&w);
+}
+
+/* PostgreSQL: no version, so each look is a sync; another source's
+ * "changed" is debounced. */
+static void test_unversioned(void) {
+        struct world w;
+        struct detect_config c = {
+                .debounce_usec = 100 * MS, .max_delay_usec = 1000 * MS, .poll_usec = 5 * SEC, .unversioned = true};
+
+        world_init(&w, 100, 1000, 5);
+        detect_set_config(w.d, &c, w.now);
+        drain(&w);
+        CHECK_UINT(w.syncs, 1);
+        event(&w, DETECT_EV_CHANGED);
+        event(&w, DETECT_EV_CHANGED);
+        run_for(&w, 99 * MS);
+        CHECK_UINT(w.syncs, 1);
+        run_for(&w, 1 * MS);
+        CHECK_UINT(w.syncs, 2);
+        run_for(&w, 5 * SEC); /* the poll syncs too */
+        CHECK_UINT(w.syncs, 3);
+        CHECK_UINT(w.checks, 0);
         world_done(&w);
 }
 
@@ -613,6 +637,7 @@ int main(void) {
         RUN(test_watch_fails_then_polls_and_recovers);
         RUN(test_poll_shorter_than_fallback);
         RUN(test_lost_watch_and_relink);
+        RUN(test_unversioned);
         RUN(test_random_interleavings);
         return test_end();
 }
