@@ -236,6 +236,18 @@ class TestShippedOpenDKIM(FilesTestCase):
         self.assertIn("file name is NULL", r.stderr)
         self.assertEqual(read(os.path.join(e.state, "files-hostile.manifest")).splitlines()[2:], ["ok"])
 
+    def test_metrics(self):
+        e = self.env
+        metrics = os.path.join(e.dir, "metrics.prom")
+        e.write_config(e.files_config().replace("[sync]\n", "[sync]\nmetrics_file = %s\n" % metrics))
+        r = self.once()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = read(metrics)
+        self.assertIn('mapsyncd_map_rows{map="opendkim_keys"} 2\n', text)
+        self.assertIn('mapsyncd_map_replacements_total{map="opendkim_keys"} 1\n', text)
+        self.assertIn('mapsyncd_map_failed{map="opendkim_keys"} 0\n', text)
+        self.assert_no_key_material([text])
+
     def test_owed_hook_keeps_its_names(self):
         """A set's on_change that failed stays owed, with its names, across
         runs (STATE_DIR/owed-hooks), and runs when it can."""
