@@ -310,6 +310,10 @@ static void daemon_rewatch(struct daemon *d) {
         int r;
 
         d->watch = watch_free(d->watch);
+        if (d->config->db_driver != DB_DRIVER_SQLITE) {
+                detect_watch_result(d->detect, now_usec(CLOCK_MONOTONIC), 0); /* LISTEN instead */
+                return;
+        }
         r = watch_new(d->event, d->config->db_path, daemon_on_change, d, &d->watch);
         if (r >= 0) {
                 const char *real = watch_real_path(d->watch);
