@@ -16,6 +16,10 @@ struct db_row {
         size_t key_len;
         const unsigned char *value;
         size_t value_len;
+        /* Longer than the row-size bound (db_set_limits): key or value is
+         * then NULL and *_len holds the size it has in the database. */
+        bool key_too_long;
+        bool value_too_long;
 };
 
 /* Opens path read-only (it is never written, no journal is created).
@@ -47,6 +51,16 @@ bool db_has_moved(struct db *db);
  * canonical order (lower-cased key, then value). -EINVAL with db_errmsg()
  * for bad SQL or a column count other than two. */
 int db_query_new(struct db *db, const char *sql, struct db_query **ret);
+
+/* The row-size bound of later queries (0: none): a key or value longer
+ * (in bytes) is never copied by the query: it is replaced with NULL before
+ * the rows are sorted, and the row is flagged (struct db_row). */
+void db_set_limits(struct db *db, uint64_t max_key_bytes, uint64_t max_value_bytes);
+
+/* Checks a map query as written: one statement only, and read-only
+ * (sqlite3_stmt_readonly). Returns 0, or -EINVAL with db_errmsg() saying
+ * why. */
+int db_query_check(struct db *db, const char *sql);
 
 /* Next row: 1 and *row filled, 0 at the end, or a negative errno. */
 int db_query_next(struct db_query *q, struct db_row *row);

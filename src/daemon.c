@@ -10,6 +10,7 @@
 
 #include "db.h"
 #include "hook.h"
+#include "instance.h"
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
@@ -45,6 +46,7 @@ struct daemon {
         struct hooks *hooks;
         struct jobs *jobs;
         struct metrics *metrics;
+        int lock_fd; /* the instance lock; -1: none */
 
         struct db *db;
         dev_t db_dev;
@@ -57,11 +59,13 @@ struct daemon {
         sd_event_source *retry_sync;
         sd_event_source *rewatch;
         sd_event_source *poll;
-        uint64_t burst_start; /* 0: no burst pending */
+        sd_event_source *pace; /* a map held for the next wall-clock second */
+        uint64_t burst_start;  /* 0: no burst pending */
         unsigned n_rechecks;
         bool wal_written;        /* the pending burst wrote -wal */
         uint64_t wal_written_at; /* when that burst began */
         bool force;              /* next check syncs without asking data_version */
+        bool force_shrink;       /* next sync publishes what the shrink guard holds */
         unsigned n_sync_failures;
 
         bool first_cycle_done;
@@ -73,6 +77,7 @@ struct daemon {
         char problem[512];
         char last_change[300];
         unsigned n_maps_failed;
+        char shrink_held[256]; /* maps the shrink guard holds, for STATUS */
 };
 
 static void daemon_sync(struct daemon *d);
@@ -103,6 +108,10 @@ static void daemon_update_status(struct daemon *d) {
                 return;
         if (d->problem[0])
                 notify_status("%s; serving the last maps; %u hooks owed", d->problem, owed);
+        else if (d->shrink_held[0])
+                notify_status("%zu maps, %u failed; shrink guard holds %s (SIGUSR2 publishes); %s; %u hooks owed",
+                              d->config->n_maps, d->n_maps_failed, d->shrink_held,
+                              d->last_change[0] ? d->last_change : "no change since start", owed);
         else
                 notify_status("%zu maps, %u failed; %s; %u hooks owed", d->config->n_maps, d->n_maps_failed,
                               d->last_change[0] ? d->last_change : "no change since start", owed);
@@ -228,6 +237,39 @@ static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
         snprintf(d->last_change, sizeof(d->last_change), "last change %s (%s)", when, names);
 }
 
+/* The maps the shrink guard holds, for STATUS. */
+static void daemon_note_shrink(struct daemon *d, const struct sync_cycle *cy) {
+        size_t n = 0;
+
+        d->shrink_held[0] = '\0';
+        for (size_t i = 0; i < d->config->n_maps; i++) {
+                if (!cy->results[i].shrink_held)
+                        continue;
+                n += (size_t)snprintf(d->shrink_held + n, n < sizeof(d->shrink_held) ? sizeof(d->shrink_held) - n : 0,
+                                      "%s%s", n ? " " : "", d->config->maps[i].name);
+                if (n >= sizeof(d->shrink_held))
+                        n = sizeof(d->shrink_held) - 1;
+        }
+}
+
+static int daemon_on_pace(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct daemon *d = userdata;
+
+        d->force = true;
+        daemon_sync(d);
+        return 0;
+}
+
+/* A map held back by the mtime rule is replaced in the next wall-clock
+ * second: at most 1 s later, which Dovecot's once-a-second check imposes
+ * anyway. Changes until then are coalesced into that one replacement. */
+static void daemon_schedule_pace(struct daemon *d) {
+        uint64_t wall = now_usec(CLOCK_REALTIME);
+        uint64_t delay = USEC_PER_SEC - wall % USEC_PER_SEC + 2 * USEC_PER_MSEC;
+
+        arm(d, &d->pace, now_usec(CLOCK_MONOTONIC) + delay, daemon_on_pace);
+}
+
 /* One full cycle: snapshot, render, record owed hooks, replace, hooks. */
 static void daemon_sync(struct daemon *d) {
         struct sync_cycle *cy = NULL;
@@ -238,6 +280,7 @@ static void daemon_sync(struct daemon *d) {
         disarm(d->debounce);
         disarm(d->recheck);
         disarm(d->retry_sync);
+        disarm(d->pace);
         d->burst_start = 0;
         d->force = false;
         d->wal_written = false;
@@ -247,7 +290,10 @@ static void daemon_sync(struct daemon *d) {
         if (r >= 0)
                 r = db_data_version(d->db, &d->data_version);
         if (r >= 0) {
-                r = sync_render(d->db, d->config, false, &cy);
+                r = sync_render_flags(d->db, d->config,
+                                      (d->mode == DAEMON_WATCH ? SYNC_PACE : 0) | (d->force_shrink ? SYNC_FORCE : 0),
+                                      &cy);
+                d->force_shrink = false;
                 if (r < 0)
                         daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unreadable: %s", d->config->db_path,
                                            db_errmsg(d->db));
@@ -277,6 +323,9 @@ static void daemon_sync(struct daemon *d) {
         d->failures += failed;
         d->n_cycles++;
         daemon_note_changes(d, cy);
+        daemon_note_shrink(d, cy);
+        if (sync_count(cy, MAP_DEFERRED) > 0)
+                daemon_schedule_pace(d);
         log_submit(changed || failed ? LOG_INFO : LOG_DEBUG,
                    LOG_FIELDS(.message_id = failed ? MSGID_SYNC_FAILED : MSGID_SYNC_DONE,
                               .duration_ms = (int64_t)elapsed_ms(start)),
@@ -455,6 +504,16 @@ static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *
         return 0;
 }
 
+static int daemon_on_sigusr2(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct daemon *d = userdata;
+
+        log_notice("SIGUSR2: syncing now, publishing what the shrink guard holds");
+        d->force = true;
+        d->force_shrink = true;
+        daemon_sync(d);
+        return 0;
+}
+
 static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         struct daemon *d = userdata;
 
@@ -485,9 +544,12 @@ static struct daemon *daemon_free(struct daemon *d) {
         sd_event_source_disable_unref(d->retry_sync);
         sd_event_source_disable_unref(d->rewatch);
         sd_event_source_disable_unref(d->poll);
+        sd_event_source_disable_unref(d->pace);
         db_close(d->db);
         config_free(d->config);
         sd_event_unref(d->event);
+        if (d->lock_fd >= 0)
+                close(d->lock_fd);
         free(d);
         return NULL;
 }
@@ -519,6 +581,8 @@ static int daemon_setup(struct daemon *d) {
         r = sd_event_add_signal(d->event, NULL, SIGHUP, daemon_on_sighup, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->event, NULL, SIGUSR1, daemon_on_sigusr1, d);
+        if (r >= 0)
+                r = sd_event_add_signal(d->event, NULL, SIGUSR2, daemon_on_sigusr2, d);
         if (r < 0)
                 return r;
         /* Pings WATCHDOG=1 when the service manager asks for it. */
@@ -537,6 +601,10 @@ static int daemon_setup(struct daemon *d) {
 }
 
 int daemon_run(struct config *config, const char *config_path, enum daemon_mode mode) {
+        return daemon_run_forced(config, config_path, mode, false);
+}
+
+int daemon_run_forced(struct config *config, const char *config_path, enum daemon_mode mode, bool force_shrink) {
         struct daemon *d;
         sigset_t mask;
         int r, status;
@@ -550,6 +618,16 @@ int daemon_run(struct config *config, const char *config_path, enum daemon_mode 
         d->config = config;
         d->config_path = config_path;
         d->mode = mode;
+        d->force_shrink = force_shrink;
+        /* Before anything is written: one instance per state, and only then
+         * the leftovers of earlier runs are surely not another's work. */
+        d->lock_fd = instance_lock(config);
+        if (d->lock_fd == -EBUSY || d->lock_fd == -ENOMEM) {
+                daemon_free(d);
+                return 1;
+        }
+        if (d->lock_fd >= 0)
+                instance_sweep(config);
 
         /* Blocked before any source exists: sd-event takes them through
          * signalfd, and a signal in between is not lost. */
@@ -559,6 +637,7 @@ int daemon_run(struct config *config, const char *config_path, enum daemon_mode 
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGUSR1);
+        sigaddset(&mask, SIGUSR2);
         sigprocmask(SIG_BLOCK, &mask, NULL);
 
         r = daemon_setup(d);

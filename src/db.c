@@ -8,6 +8,7 @@
 struct db {
         sqlite3 *handle;
         char *path;
+        uint64_t max_key_bytes, max_value_bytes; /* 0: no bound */
         char errmsg[512];
 };
 
@@ -186,10 +187,23 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
                 body[--n] = '\0';
+        /* An oversized key or value becomes NULL before the sort, so that
+         * neither the sorter nor anything after it copies it; its size goes
+         * along for the report. length(CAST(x AS BLOB)) is the size in
+         * bytes. */
+        uint64_t kmax = db->max_key_bytes ? db->max_key_bytes : INT64_MAX;
+        uint64_t vmax = db->max_value_bytes ? db->max_value_bytes : INT64_MAX;
         if (asprintf(&wrapped,
                      "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                     "SELECT k, v FROM mapsyncd_q ORDER BY lower(k) COLLATE BINARY, v COLLATE BINARY",
-                     body) < 0)
+                     "SELECT mapsyncd_k, mapsyncd_v, mapsyncd_kn, mapsyncd_vn FROM (SELECT "
+                     "CASE WHEN length(CAST(k AS BLOB)) > %llu THEN NULL ELSE k END AS mapsyncd_k, "
+                     "CASE WHEN length(CAST(v AS BLOB)) > %llu THEN NULL ELSE v END AS mapsyncd_v, "
+                     "CASE WHEN length(CAST(k AS BLOB)) > %llu THEN length(CAST(k AS BLOB)) END AS mapsyncd_kn, "
+                     "CASE WHEN length(CAST(v AS BLOB)) > %llu THEN length(CAST(v AS BLOB)) END AS mapsyncd_vn "
+                     "FROM mapsyncd_q) "
+                     "ORDER BY lower(mapsyncd_k) COLLATE BINARY, mapsyncd_v COLLATE BINARY",
+                     body, (unsigned long long)kmax, (unsigned long long)vmax, (unsigned long long)kmax,
+                     (unsigned long long)vmax) < 0)
                 return -ENOMEM;
 
         q = calloc(1, sizeof(*q));
@@ -211,6 +225,43 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
         return 0;
 }
 
+void db_set_limits(struct db *db, uint64_t max_key_bytes, uint64_t max_value_bytes) {
+        db->max_key_bytes = max_key_bytes;
+        db->max_value_bytes = max_value_bytes;
+}
+
+int db_query_check(struct db *db, const char *sql) {
+        sqlite3_stmt *stmt = NULL;
+        const char *tail = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(db->handle, sql, -1, &stmt, &tail);
+        if (rc != SQLITE_OK)
+                return fail(db, rc);
+        if (!stmt) {
+                snprintf(db->errmsg, sizeof(db->errmsg), "the query is empty");
+                return -EINVAL;
+        }
+        if (!sqlite3_stmt_readonly(stmt)) {
+                sqlite3_finalize(stmt);
+                snprintf(db->errmsg, sizeof(db->errmsg), "the query is not read-only");
+                return -EINVAL;
+        }
+        sqlite3_finalize(stmt);
+        /* Only white space, ';' and comments may follow. */
+        while (tail && *tail) {
+                rc = sqlite3_prepare_v2(db->handle, tail, -1, &stmt, &tail);
+                if (rc != SQLITE_OK)
+                        return fail(db, rc);
+                if (stmt) {
+                        sqlite3_finalize(stmt);
+                        snprintf(db->errmsg, sizeof(db->errmsg), "the query holds more than one statement");
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
 int db_query_next(struct db_query *q, struct db_row *row) {
         int rc = sqlite3_step(q->stmt);
 
@@ -227,6 +278,12 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         row->key_len = row->key ? (size_t)sqlite3_column_bytes(q->stmt, 0) : 0;
         row->value = tv == SQLITE_NULL ? NULL : sqlite3_column_text(q->stmt, 1);
         row->value_len = row->value ? (size_t)sqlite3_column_bytes(q->stmt, 1) : 0;
+        row->key_too_long = sqlite3_column_type(q->stmt, 2) != SQLITE_NULL;
+        row->value_too_long = sqlite3_column_type(q->stmt, 3) != SQLITE_NULL;
+        if (row->key_too_long)
+                row->key_len = (size_t)sqlite3_column_int64(q->stmt, 2);
+        if (row->value_too_long)
+                row->value_len = (size_t)sqlite3_column_int64(q->stmt, 3);
         if ((tk != SQLITE_NULL && !row->key) || (tv != SQLITE_NULL && !row->value))
                 return -ENOMEM;
         return 1;
