@@ -37,6 +37,7 @@ struct map_result {
         uint64_t duration_ms;
         bool shrink_held;   /* MAP_FAILED by the shrink guard */
         uint64_t old_lines; /* the file's lines, when it changed */
+        bool streamed;      /* rendered without SQLite's sort (order.h) */
 };
 
 struct render;
@@ -45,6 +46,7 @@ struct sync_cycle {
         const struct config *config;
         bool dry_run;
         unsigned flags; /* SYNC_* */
+        bool stream;    /* try DB_QUERY_STREAM first */
         /* Log why rows were dropped from every map, not only from those that
          * changed (whose drops are news). Set it before sync_commit(). */
         bool report_all;

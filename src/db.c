@@ -1,18 +1,25 @@
-/* Read-only access to the admin panel's SQLite database. */
+/* Read-only access to the admin panel's SQLite database; a connection to
+ * PostgreSQL instead (driver = postgresql) hands each call to db-pg.c. */
 #include "db.h"
 
 #include <sqlite3.h>
 
+#include "config.h"
+#include "db-pg.h"
 #include "util.h"
 
 struct db {
+        struct pgdb *pg; /* driver = postgresql: everything goes there */
         sqlite3 *handle;
         char *path;
         uint64_t max_key_bytes, max_value_bytes; /* 0: no bound */
         char errmsg[512];
+        void *memo;
+        void (*free_memo)(void *memo);
 };
 
 struct db_query {
+        struct pgdb_query *pg;
         struct db *db;
         sqlite3_stmt *stmt;
 };
@@ -73,6 +80,8 @@ static char *uri_for(const char *path) {
         return uri;
 }
 
+static void cap_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+
 int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg) {
         static __thread char msg[512];
         _cleanup_free_ char *uri = NULL;
@@ -97,6 +106,11 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
         if (rc == SQLITE_OK) {
                 sqlite3_busy_timeout(db->handle, (int)busy_timeout_ms);
                 sqlite3_extended_result_codes(db->handle, 1);
+                rc = sqlite3_create_function_v2(db->handle, "mapsyncd_cap", 2,
+                                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, cap_fn,
+                                                NULL, NULL, NULL);
+        }
+        if (rc == SQLITE_OK) {
                 /* Reading the schema proves the file is a database now,
                  * not at the first map. */
                 rc = sqlite3_exec(db->handle, "PRAGMA schema_version", NULL, NULL, NULL);
@@ -118,9 +132,33 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
         return 0;
 }
 
+int db_open_config(const struct config *c, struct db **ret, const char **errmsg) {
+        struct db *db;
+        int r;
+
+        if (c->db_driver == DB_DRIVER_SQLITE)
+                return db_open(c->db_path, c->busy_timeout_ms, ret, errmsg);
+        db = calloc(1, sizeof(*db));
+        if (!db) {
+                if (errmsg)
+                        *errmsg = "out of memory";
+                return -ENOMEM;
+        }
+        r = pgdb_open(c->pg_conninfo, c->pg_passfile, &db->pg, errmsg);
+        if (r < 0) {
+                free(db);
+                return r;
+        }
+        *ret = db;
+        return 0;
+}
+
 struct db *db_close(struct db *db) {
         if (!db)
                 return NULL;
+        if (db->memo && db->free_memo)
+                db->free_memo(db->memo);
+        pgdb_close(db->pg);
         sqlite3_close_v2(db->handle);
         free(db->path);
         free(db);
@@ -128,6 +166,8 @@ struct db *db_close(struct db *db) {
 }
 
 int db_begin(struct db *db) {
+        if (db->pg)
+                return pgdb_begin(db->pg);
         int rc = sqlite3_exec(db->handle, "BEGIN", NULL, NULL, NULL);
 
         if (rc != SQLITE_OK)
@@ -142,11 +182,17 @@ int db_begin(struct db *db) {
 }
 
 void db_end(struct db *db) {
+        if (db->pg) {
+                pgdb_end(db->pg);
+                return;
+        }
         if (!sqlite3_get_autocommit(db->handle))
                 sqlite3_exec(db->handle, "COMMIT", NULL, NULL, NULL);
 }
 
 const char *db_errmsg(struct db *db) {
+        if (db->pg)
+                return pgdb_errmsg(db->pg);
         return db->errmsg;
 }
 
@@ -154,6 +200,11 @@ int db_data_version(struct db *db, int64_t *ret) {
         sqlite3_stmt *stmt = NULL;
         int rc;
 
+        if (db->pg) {
+                /* PostgreSQL tells of changes by NOTIFY; nothing to compare. */
+                *ret = 0;
+                return 0;
+        }
         rc = sqlite3_prepare_v2(db->handle, "PRAGMA data_version", -1, &stmt, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(stmt);
@@ -167,15 +218,32 @@ int db_data_version(struct db *db, int64_t *ret) {
         return 0;
 }
 
+void *db_memo(const struct db *db) {
+        return db->memo;
+}
+
+void db_set_memo(struct db *db, void *memo, void (*free_memo)(void *memo)) {
+        if (db->memo && db->free_memo && db->memo != memo)
+                db->free_memo(db->memo);
+        db->memo = memo;
+        db->free_memo = free_memo;
+}
+
 bool db_has_moved(struct db *db) {
         int moved = 0;
 
+        if (db->pg)
+                return false;
         if (sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
                 return false;
         return moved != 0;
 }
 
 int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
+        return db_query_new_mode(db, sql, DB_QUERY_SORTED, ret);
+}
+
+int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, struct db_query **ret) {
         _cleanup_free_ char *body = strdup(sql), *wrapped = NULL;
         struct db_query *q;
         size_t n;
@@ -183,27 +251,37 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
 
         if (!body)
                 return -ENOMEM;
+        if (db->pg) {
+                struct pgdb_query *pq = NULL;
+                int r = pgdb_query_new(db->pg, sql, &pq);
+                if (r < 0)
+                        return r;
+                q = calloc(1, sizeof(*q));
+                if (!q) {
+                        pgdb_query_free(pq);
+                        return -ENOMEM;
+                }
+                q->db = db;
+                q->pg = pq;
+                *ret = q;
+                return 0;
+        }
         /* A trailing ';' would end the statement inside the wrapper. */
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
                 body[--n] = '\0';
-        /* An oversized key or value becomes NULL before the sort, so that
-         * neither the sorter nor anything after it copies it; its size goes
-         * along for the report. length(CAST(x AS BLOB)) is the size in
-         * bytes. */
-        uint64_t kmax = db->max_key_bytes ? db->max_key_bytes : INT64_MAX;
-        uint64_t vmax = db->max_value_bytes ? db->max_value_bytes : INT64_MAX;
+        /* mapsyncd_cap() puts a marker in place of a key or value over the
+         * row-size bound before the sort: neither the sorter nor anything
+         * after it copies the value. The stream's order is the column's
+         * own (an index can give it); the sorted one that of the capped
+         * columns. */
         if (asprintf(&wrapped,
                      "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                     "SELECT mapsyncd_k, mapsyncd_v, mapsyncd_kn, mapsyncd_vn FROM (SELECT "
-                     "CASE WHEN length(CAST(k AS BLOB)) > %llu THEN NULL ELSE k END AS mapsyncd_k, "
-                     "CASE WHEN length(CAST(v AS BLOB)) > %llu THEN NULL ELSE v END AS mapsyncd_v, "
-                     "CASE WHEN length(CAST(k AS BLOB)) > %llu THEN length(CAST(k AS BLOB)) END AS mapsyncd_kn, "
-                     "CASE WHEN length(CAST(v AS BLOB)) > %llu THEN length(CAST(v AS BLOB)) END AS mapsyncd_vn "
-                     "FROM mapsyncd_q) "
-                     "ORDER BY lower(mapsyncd_k) COLLATE BINARY, mapsyncd_v COLLATE BINARY",
-                     body, (unsigned long long)kmax, (unsigned long long)vmax, (unsigned long long)kmax,
-                     (unsigned long long)vmax) < 0)
+                     "SELECT mapsyncd_cap(k, %llu) AS mapsyncd_k, mapsyncd_cap(v, %llu) AS mapsyncd_v FROM mapsyncd_q "
+                     "ORDER BY %s",
+                     body, (unsigned long long)db->max_key_bytes, (unsigned long long)db->max_value_bytes,
+                     mode == DB_QUERY_STREAM ? "k COLLATE BINARY"
+                                             : "lower(mapsyncd_k) COLLATE BINARY, mapsyncd_v COLLATE BINARY") < 0)
                 return -ENOMEM;
 
         q = calloc(1, sizeof(*q));
@@ -225,6 +303,74 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
         return 0;
 }
 
+static enum db_type type_of(int t) {
+        switch (t) {
+        case SQLITE_INTEGER:
+                return DB_INTEGER;
+        case SQLITE_FLOAT:
+                return DB_REAL;
+        case SQLITE_BLOB:
+                return DB_BLOB;
+        case SQLITE_NULL:
+                return DB_NULL;
+        default:
+                return DB_TEXT;
+        }
+}
+
+bool db_is_utf8(struct db *db) {
+        sqlite3_stmt *stmt = NULL;
+        bool utf8 = false;
+
+        if (db->pg)
+                return false; /* sorted by PostgreSQL, never streamed */
+        if (sqlite3_prepare_v2(db->handle, "PRAGMA encoding", -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW) {
+                const unsigned char *e = sqlite3_column_text(stmt, 0);
+                utf8 = e && strcmp((const char *)e, "UTF-8") == 0;
+        }
+        sqlite3_finalize(stmt);
+        return utf8;
+}
+
+/* The marker mapsyncd_cap() returns for a value over the bound: a blob of
+ * CAP_MAGIC and the value's size (8 bytes, little-endian). No valid key or
+ * value holds a NUL byte, so the marker cannot be mistaken for one. */
+#define CAP_MAGIC     "\0mapsyncd-cap"
+#define CAP_MAGIC_LEN (sizeof(CAP_MAGIC) - 1)
+
+static void cap_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+        sqlite3_int64 max = sqlite3_value_int64(argv[1]);
+        int type = sqlite3_value_type(argv[0]);
+        sqlite3_int64 n;
+        unsigned char m[CAP_MAGIC_LEN + 8];
+
+        if (max <= 0 || (type != SQLITE_TEXT && type != SQLITE_BLOB)) {
+                sqlite3_result_value(ctx, argv[0]);
+                return;
+        }
+        /* The size as stored: no conversion, no copy. */
+        n = sqlite3_value_bytes(argv[0]);
+        if (n <= max) {
+                sqlite3_result_value(ctx, argv[0]);
+                return;
+        }
+        memcpy(m, CAP_MAGIC, CAP_MAGIC_LEN);
+        for (int i = 0; i < 8; i++)
+                m[CAP_MAGIC_LEN + i] = (unsigned char)((uint64_t)n >> (8 * i));
+        sqlite3_result_blob(ctx, m, sizeof(m), SQLITE_TRANSIENT);
+}
+
+static uint64_t cap_marker(const unsigned char *p, size_t n) {
+        uint64_t v = 0;
+
+        if (!p || n != CAP_MAGIC_LEN + 8 || memcmp(p, CAP_MAGIC, CAP_MAGIC_LEN) != 0)
+                return 0;
+        for (int i = 7; i >= 0; i--)
+                v = (v << 8) | p[CAP_MAGIC_LEN + i];
+        return v;
+}
+
 void db_set_limits(struct db *db, uint64_t max_key_bytes, uint64_t max_value_bytes) {
         db->max_key_bytes = max_key_bytes;
         db->max_value_bytes = max_value_bytes;
@@ -235,6 +381,8 @@ int db_query_check(struct db *db, const char *sql) {
         const char *tail = NULL;
         int rc;
 
+        if (db->pg)
+                return 0; /* PostgreSQL: the server's read-only transaction judges */
         rc = sqlite3_prepare_v2(db->handle, sql, -1, &stmt, &tail);
         if (rc != SQLITE_OK)
                 return fail(db, rc);
@@ -262,7 +410,32 @@ int db_query_check(struct db *db, const char *sql) {
         return 0;
 }
 
+/* PostgreSQL rows come whole from libpq: the bound is applied to them as
+ * they arrive, with the same result for the map. */
+static void cap_row(const struct db *db, struct db_row *row) {
+        if (db->max_key_bytes && row->key && row->key_len > db->max_key_bytes) {
+                row->key_too_long = row->key_len;
+                row->key = NULL;
+                row->key_len = 0;
+                row->key_type = DB_NULL;
+        }
+        if (db->max_value_bytes && row->value && row->value_len > db->max_value_bytes) {
+                row->value_too_long = row->value_len;
+                row->value = NULL;
+                row->value_len = 0;
+                row->value_type = DB_NULL;
+        }
+}
+
 int db_query_next(struct db_query *q, struct db_row *row) {
+        if (q->pg) {
+                int r = pgdb_query_next(q->pg, row);
+                if (r > 0) {
+                        row->key_too_long = row->value_too_long = 0;
+                        cap_row(q->db, row);
+                }
+                return r;
+        }
         int rc = sqlite3_step(q->stmt);
 
         if (rc == SQLITE_DONE)
@@ -270,20 +443,33 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         if (rc != SQLITE_ROW)
                 return fail(q->db, rc);
 
-        /* The types before any conversion; text first, then its length:
-         * that order keeps the pointers valid. */
+        /* The types before any conversion; the number, then text, then its
+         * length: that order keeps the pointers valid. */
         int tk = sqlite3_column_type(q->stmt, 0), tv = sqlite3_column_type(q->stmt, 1);
+
+        row->key_type = type_of(tk);
+        row->value_type = type_of(tv);
+        if (tv == SQLITE_INTEGER)
+                row->value_int = sqlite3_column_int64(q->stmt, 1);
+        else if (tv == SQLITE_FLOAT)
+                row->value_real = sqlite3_column_double(q->stmt, 1);
 
         row->key = tk == SQLITE_NULL ? NULL : sqlite3_column_text(q->stmt, 0);
         row->key_len = row->key ? (size_t)sqlite3_column_bytes(q->stmt, 0) : 0;
         row->value = tv == SQLITE_NULL ? NULL : sqlite3_column_text(q->stmt, 1);
         row->value_len = row->value ? (size_t)sqlite3_column_bytes(q->stmt, 1) : 0;
-        row->key_too_long = sqlite3_column_type(q->stmt, 2) != SQLITE_NULL;
-        row->value_too_long = sqlite3_column_type(q->stmt, 3) != SQLITE_NULL;
-        if (row->key_too_long)
-                row->key_len = (size_t)sqlite3_column_int64(q->stmt, 2);
-        if (row->value_too_long)
-                row->value_len = (size_t)sqlite3_column_int64(q->stmt, 3);
+        row->key_too_long = tk == SQLITE_BLOB ? cap_marker(row->key, row->key_len) : 0;
+        row->value_too_long = tv == SQLITE_BLOB ? cap_marker(row->value, row->value_len) : 0;
+        if (row->key_too_long) {
+                row->key = NULL;
+                row->key_len = 0;
+                row->key_type = DB_NULL;
+        }
+        if (row->value_too_long) {
+                row->value = NULL;
+                row->value_len = 0;
+                row->value_type = DB_NULL;
+        }
         if ((tk != SQLITE_NULL && !row->key) || (tv != SQLITE_NULL && !row->value))
                 return -ENOMEM;
         return 1;
@@ -292,6 +478,7 @@ int db_query_next(struct db_query *q, struct db_row *row) {
 struct db_query *db_query_free(struct db_query *q) {
         if (!q)
                 return NULL;
+        pgdb_query_free(q->pg);
         sqlite3_finalize(q->stmt);
         free(q);
         return NULL;

@@ -124,13 +124,14 @@ static void note_dropped(struct render *r, const struct db_row *row, const char 
         if (r->n_invalid > RENDER_LOG_LIMIT)
                 return;
         if (row->key_too_long) {
-                note(r, "%s: %s row with a key of %zu bytes: %s", r->map_name, what, row->key_len, why);
+                note(r, "%s: %s row with a key of %llu bytes: %s", r->map_name, what,
+                     (unsigned long long)row->key_too_long, why);
                 return;
         }
         str_escape(row->key ? row->key : (const unsigned char *)"", row->key_len, key, sizeof(key));
         if (row->value_too_long)
-                note(r, "%s: %s row with key \"%s\": value is %zu bytes, %s", r->map_name, what, key, row->value_len,
-                     "longer than max_value_bytes");
+                note(r, "%s: %s row with key \"%s\": value is %llu bytes, longer than max_value_bytes", r->map_name,
+                     what, key, (unsigned long long)row->value_too_long);
         else
                 note(r, "%s: %s row with key \"%s\": %s", r->map_name, what, key, why);
 }
