@@ -372,8 +372,11 @@ static void daemon_sync(struct daemon *d) {
         d->n_cycles++;
         daemon_note_changes(d, cy);
         daemon_note_shrink(d, cy);
-        if (sync_count(cy, MAP_DEFERRED) > 0)
+        if (sync_count(cy, MAP_DEFERRED) > 0) {
+                /* A forced cycle stays forced for the maps it held back. */
+                d->force_shrink = (cy->flags & SYNC_FORCE) != 0;
                 daemon_schedule_pace(d);
+        }
         log_submit(changed || failed ? LOG_INFO : LOG_DEBUG,
                    LOG_FIELDS(.message_id = failed ? MSGID_SYNC_FAILED : MSGID_SYNC_DONE,
                               .duration_ms = (int64_t)elapsed_ms(start)),

@@ -458,6 +458,8 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         row->key_len = row->key ? (size_t)sqlite3_column_bytes(q->stmt, 0) : 0;
         row->value = tv == SQLITE_NULL ? NULL : sqlite3_column_text(q->stmt, 1);
         row->value_len = row->value ? (size_t)sqlite3_column_bytes(q->stmt, 1) : 0;
+        if ((tk != SQLITE_NULL && !row->key) || (tv != SQLITE_NULL && !row->value))
+                return -ENOMEM;
         row->key_too_long = tk == SQLITE_BLOB ? cap_marker(row->key, row->key_len) : 0;
         row->value_too_long = tv == SQLITE_BLOB ? cap_marker(row->value, row->value_len) : 0;
         if (row->key_too_long) {
@@ -470,8 +472,6 @@ int db_query_next(struct db_query *q, struct db_row *row) {
                 row->value_len = 0;
                 row->value_type = DB_NULL;
         }
-        if ((tk != SQLITE_NULL && !row->key) || (tv != SQLITE_NULL && !row->value))
-                return -ENOMEM;
         return 1;
 }
 
