@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "db.h"
+#include "files.h"
 #include "log.h"
 #include "sync.h"
 #include "trust.h"
@@ -48,6 +49,16 @@ static const char *dir_problem(const char *dir) {
         return NULL;
 }
 
+/* ", N file sets" when there are any. */
+static const char *files_summary(const struct config *c) {
+        static char buf[64];
+
+        if (c->n_files == 0)
+                return "";
+        snprintf(buf, sizeof(buf), ", %zu file set%s", c->n_files, c->n_files == 1 ? "" : "s");
+        return buf;
+}
+
 int check_run(const struct config *c) {
         struct db *db = NULL;
         const char *msg = NULL, *why;
@@ -77,6 +88,19 @@ int check_run(const struct config *c) {
                         n += problem(c, m->line, "[map %s] cannot write into the directory of %s: %s", m->name,
                                      m->output, why);
         }
+        for (size_t i = 0; i < c->n_files; i++) {
+                const struct files_config *f = &c->files[i];
+                struct db_query *q = NULL;
+
+                if (db) {
+                        if (db_query_new(db, f->query, &q) < 0)
+                                n += problem(c, f->line, "[files %s] query: %s", f->name, db_errmsg(db));
+                        db_query_free(q);
+                }
+                if ((why = dir_problem(f->directory)))
+                        n += problem(c, f->line, "[files %s] cannot write into directory %s: %s", f->name, f->directory,
+                                     why);
+        }
         if (access(c->state_dir, F_OK) == 0 && (why = dir_problem(c->state_dir)))
                 n += problem(c, 0, "state_dir %s: %s", c->state_dir, why);
         else if (stat(c->state_dir, &st) == 0 &&
@@ -87,7 +111,7 @@ int check_run(const struct config *c) {
                              c->state_dir);
         db_close(db);
         if (n == 0)
-                printf("%s: OK: %zu maps, database %s\n", c->path, c->n_maps, c->db_path);
+                printf("%s: OK: %zu maps%s, database %s\n", c->path, c->n_maps, files_summary(c), c->db_path);
         return n ? 1 : 0;
 }
 
@@ -103,6 +127,10 @@ int check_dry_run(const struct config *c) {
                 return 1;
         }
         r = sync_render(db, c, true, &cy);
+        if (r >= 0 && db_validate(db) < 0) {
+                cy = sync_cycle_free(cy);
+                r = -ESTALE;
+        }
         if (r < 0) {
                 log_error("database %s unreadable: %s", c->db_path, db_errmsg(db));
                 db_close(db);
@@ -132,6 +160,28 @@ int check_dry_run(const struct config *c) {
                         status = 1;
                         break;
                 case MAP_DEFERRED: /* not without SYNC_PACE */
+                        break;
+                }
+        }
+        /* Names and counts only: never a file's content. */
+        for (size_t i = 0; i < c->n_files; i++) {
+                const struct map_result *res = &cy->set_results[i];
+                const char *name = c->files[i].name;
+
+                switch (res->status) {
+                case MAP_UNCHANGED:
+                        printf("%s: unchanged (%llu files)\n", name, (unsigned long long)res->rows);
+                        break;
+                case MAP_CHANGED:
+                        printf("%s: would change: %llu written, %llu removed (%llu files): %s\n", name,
+                               (unsigned long long)res->added, (unsigned long long)res->removed,
+                               (unsigned long long)res->rows, files_changed_names(cy->sets[i]));
+                        break;
+                case MAP_FAILED:
+                        printf("%s: failed\n", name);
+                        status = 1;
+                        break;
+                case MAP_DEFERRED: /* maps only */
                         break;
                 }
         }
