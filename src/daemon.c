@@ -96,16 +96,21 @@ static void disarm(sd_event_source *s) {
 /* STATUS= and the metrics file. */
 static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
+        char held[300];
 
         if (d->config->metrics_file)
                 metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
                 return;
-        if (d->problem[0])
-                notify_status("%s; serving the last maps; %u hooks owed", d->problem, owed);
+        if (jobs_held(d->jobs, held + 2, sizeof(held) - 2) > 0)
+                memcpy(held, "; ", 2);
         else
-                notify_status("%zu maps, %u failed; %s; %u hooks owed", d->config->n_maps, d->n_maps_failed,
-                              d->last_change[0] ? d->last_change : "no change since start", owed);
+                held[0] = '\0';
+        if (d->problem[0])
+                notify_status("%s; serving the last maps; %u hooks owed%s", d->problem, owed, held);
+        else
+                notify_status("%zu maps, %u failed; %s; %u hooks owed%s", d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed, held);
 }
 
 static void daemon_set_problem(struct daemon *d, const char *msgid, const char *fmt, ...)
@@ -131,7 +136,9 @@ static void daemon_clear_problem(struct daemon *d) {
 }
 
 static void daemon_maybe_done(struct daemon *d) {
-        if (!d->first_cycle_done || jobs_running(d->jobs) > 0)
+        /* The hook processes, not the jobs: a hook whose section a SIGHUP
+         * dropped still runs. */
+        if (!d->first_cycle_done || hooks_running(d->hooks) > 0)
                 return;
         if (d->mode == DAEMON_ONCE || d->stopping) {
                 daemon_update_status(d);
@@ -260,7 +267,9 @@ static void daemon_sync(struct daemon *d) {
                         d->db = db_close(d->db);
                 d->failures++;
                 d->n_cycles++;
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
+                /* At ERR once while it lasts (the problem itself is said
+                 * once too); the retries' failures at DEBUG. */
+                log_submit(d->n_sync_failures == 0 ? LOG_ERR : LOG_DEBUG, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
                            "sync failed: kept every map as it was");
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
                 daemon_schedule_retry(d);
@@ -271,6 +280,7 @@ static void daemon_sync(struct daemon *d) {
         jobs_prepare(d->jobs, cy);
         cy->report_all = !d->first_cycle_done;
         sync_commit(cy);
+        jobs_commit(d->jobs, cy);
         changed = sync_count(cy, MAP_CHANGED);
         failed = sync_count(cy, MAP_FAILED);
         d->n_maps_failed = failed;
@@ -411,6 +421,8 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         struct config *nc = NULL, *old = d->config;
         int r;
 
+        if (d->stopping)
+                return 0;
         notify_reloading();
         log_info("reloading configuration %s", d->config_path);
         r = config_load(d->config_path, &nc, &errors);
@@ -449,6 +461,8 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
 static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         struct daemon *d = userdata;
 
+        if (d->stopping)
+                return 0;
         log_info("SIGUSR1: syncing now");
         d->force = true;
         daemon_sync(d);
@@ -459,6 +473,8 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         struct daemon *d = userdata;
 
         if (d->stopping) {
+                /* The second: the hooks get SIGTERM, SIGKILL after the
+                 * grace, and the loop ends when they have. */
                 log_notice("%s again: stopping running hooks", strsignal((int)si->ssi_signo));
                 hooks_terminate(d->hooks, STOP_GRACE_USEC);
                 return 0;
@@ -466,7 +482,15 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         d->stopping = true;
         notify_stopping();
         log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STOPPING), "%s: stopping%s", strsignal((int)si->ssi_signo),
-                   jobs_running(d->jobs) ? " once the running hook has ended" : "");
+                   hooks_running(d->hooks) ? " once the running hook has ended" : "");
+        /* Nothing starts any more: no cycle (timers, inotify), no hook.
+         * Only the running hooks' completion is served. */
+        disarm(d->debounce);
+        disarm(d->recheck);
+        disarm(d->retry_sync);
+        disarm(d->rewatch);
+        disarm(d->poll);
+        d->watch = watch_free(d->watch);
         jobs_hold(d->jobs, true);
         d->first_cycle_done = true;
         daemon_maybe_done(d);

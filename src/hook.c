@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -28,6 +29,9 @@ struct hook {
         uint64_t start_usec;
         char line[HOOK_LINE_MAX];
         size_t line_len;
+        uint64_t max_lines, max_bytes;
+        uint64_t logged_lines, logged_bytes;
+        uint64_t dropped_lines;
         hook_done_fn done;
         void *userdata;
 };
@@ -44,21 +48,44 @@ static void hook_log_line(struct hook *k) {
 
         if (k->line_len == 0)
                 return;
+        if (k->logged_lines >= k->max_lines || k->logged_bytes + k->line_len > k->max_bytes) {
+                k->dropped_lines++;
+                k->logged_lines = k->max_lines; /* nothing more once one is dropped */
+                k->line_len = 0;
+                return;
+        }
+        k->logged_lines++;
+        k->logged_bytes += k->line_len;
         str_escape(k->line, k->line_len, esc, sizeof(esc));
         log_submit(LOG_INFO, LOG_FIELDS(.map = k->map, .hook = k->name), "%s: hook: %s", k->name, esc);
         k->line_len = 0;
 }
 
-/* Reads what the hook wrote; logs complete lines. Returns 0 at EOF,
- * -EAGAIN when nothing more is there now. */
+static void hook_log_dropped(struct hook *k) {
+        if (k->dropped_lines == 0)
+                return;
+        log_submit(LOG_WARNING, LOG_FIELDS(.map = k->map, .hook = k->name),
+                   "%s: hook: %llu more lines of output not logged (at most %llu lines and %llu bytes are logged "
+                   "a run)",
+                   k->name, (unsigned long long)k->dropped_lines, (unsigned long long)k->max_lines,
+                   (unsigned long long)k->max_bytes);
+        k->dropped_lines = 0;
+}
+
+/* Reads what the hook wrote, at most HOOK_READ_MAX bytes; logs complete
+ * lines. Returns 0 at EOF, -EAGAIN when nothing more is there now or the
+ * budget of this event-loop iteration is spent. */
 static int hook_read_output(struct hook *k) {
         char buf[4096];
+        size_t budget = HOOK_READ_MAX;
 
-        for (;;) {
+        for (; budget > 0; budget -= sizeof(buf)) {
                 ssize_t n = read(k->out_fd, buf, sizeof(buf));
                 if (n < 0) {
-                        if (errno == EINTR)
+                        if (errno == EINTR) {
+                                budget += sizeof(buf);
                                 continue;
+                        }
                         return errno == EAGAIN ? -EAGAIN : 0;
                 }
                 if (n == 0)
@@ -72,6 +99,7 @@ static int hook_read_output(struct hook *k) {
                         k->line[k->line_len++] = buf[i];
                 }
         }
+        return -EAGAIN;
 }
 
 static void hook_close_output(struct hook *k) {
@@ -132,10 +160,12 @@ static void hook_free(struct hook *k) {
 static void hook_finish(struct hook *k, int status) {
         struct hook_result res = {.duration_ms = elapsed_ms(k->start_usec)};
 
-        /* What it wrote before exiting is still in the pipe; a grandchild
-         * holding the pipe open is not waited for. */
-        hook_read_output(k);
+        /* What it wrote before exiting is still in the pipe (one budget of
+         * it); a grandchild holding the pipe open is not waited for. */
+        if (k->out_fd >= 0)
+                hook_read_output(k);
         hook_log_line(k);
+        hook_log_dropped(k);
         hook_close_output(k);
         if (k->timed_out) {
                 /* Whatever the timed-out hook left in its group goes too. */
@@ -274,17 +304,43 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
         int pipefd[2] = {-1, -1}, devnull, r;
         struct hook *k;
         sigset_t all;
+        int lock_fd = -1;
         pid_t pid;
 
+        if (spec->lock_path) {
+                lock_fd = open(spec->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                if (lock_fd < 0)
+                        log_submit(LOG_WARNING, LOG_FIELDS(.map = spec->map, .hook = spec->name),
+                                   "%s: Could not open the hook's lock file %s: %m; running it without", spec->name,
+                                   spec->lock_path);
+                else if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                        r = errno;
+                        close(lock_fd);
+                        if (r == EWOULDBLOCK)
+                                return -EBUSY;
+                        log_submit(LOG_WARNING, LOG_FIELDS(.map = spec->map, .hook = spec->name),
+                                   "%s: Could not lock %s: %s; running the hook without", spec->name, spec->lock_path,
+                                   strerror(r));
+                        lock_fd = -1;
+                }
+        }
+
         k = calloc(1, sizeof(*k));
-        if (!k)
+        if (!k) {
+                if (lock_fd >= 0)
+                        close(lock_fd);
                 return -ENOMEM;
+        }
         k->owner = h;
         k->out_fd = -1;
+        k->max_lines = spec->log_max_lines;
+        k->max_bytes = spec->log_max_bytes;
         k->name = strdup(spec->name);
         k->map = spec->map ? strdup(spec->map) : NULL;
         env = hook_env(spec);
         if (!k->name || (spec->map && !k->map) || !env) {
+                if (lock_fd >= 0)
+                        close(lock_fd);
                 hook_free(k);
                 return hook_not_started(spec, ENOMEM);
         }
@@ -294,6 +350,8 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
                 r = errno;
                 if (devnull >= 0)
                         close(devnull);
+                if (lock_fd >= 0)
+                        close(lock_fd);
                 hook_free(k);
                 return hook_not_started(spec, r);
         }
@@ -302,20 +360,33 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
                    spec->command);
         pid = fork();
         if (pid == 0) {
-                /* Only async-signal-safe calls from here on. */
+                /* Only async-signal-safe calls from here on. Dispositions
+                 * ignored by whoever started mapsyncd (SIGPIPE under
+                 * systemd) would survive exec: every one goes back to its
+                 * default, and the mask is emptied. */
+                struct sigaction dfl = {.sa_handler = SIG_DFL};
+                sigemptyset(&dfl.sa_mask);
+                for (int sig = 1; sig < NSIG; sig++)
+                        (void)sigaction(sig, &dfl, NULL); /* SIGKILL, SIGSTOP, RT: EINVAL, harmless */
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
                 setpgid(0, 0);
                 if (dup2(devnull, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0 ||
                     dup2(pipefd[1], STDERR_FILENO) < 0)
                         _exit(126);
-                close_range(3, ~0U, 0);
+                /* The lock goes over exec as descriptor 3. */
+                if (lock_fd >= 0 && ((lock_fd != 3 && dup2(lock_fd, 3) < 0) || fcntl(3, F_SETFD, 0) < 0))
+                        _exit(126);
+                close_range(lock_fd >= 0 ? 4 : 3, ~0U, 0);
                 execve("/bin/sh", (char *const[]){(char *)"sh", (char *)"-c", (char *)spec->command, NULL}, env);
                 _exit(127);
         }
         r = errno;
         close(devnull);
         close(pipefd[1]);
+        /* The child holds the lock now (same open file description). */
+        if (lock_fd >= 0)
+                close(lock_fd);
         if (pid < 0) {
                 close(pipefd[0]);
                 hook_free(k);

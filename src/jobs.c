@@ -10,8 +10,13 @@
 #include "util.h"
 
 #define STATE_FILE     "owed-hooks"
+#define STATE_VERSION  2
 #define RETRY_MIN_USEC (1000000ULL)
 #define RETRY_MAX_USEC (300 * 1000000ULL)
+/* A hook whose lock an earlier process still holds is tried again this
+ * often, for at most its timeout and the kill grace. */
+#define LOCK_POLL_USEC  (100 * 1000ULL)
+#define LOCK_GRACE_USEC (5 * 1000000ULL)
 
 struct job {
         char *name;  /* map or reload name */
@@ -23,11 +28,12 @@ struct job {
         unsigned gen;         /* bumped each time it becomes owed */
         unsigned started_gen; /* gen when the running hook started */
         bool running;
-        unsigned failures; /* in a row */
-        uint64_t retry_at; /* CLOCK_MONOTONIC usec; 0: due now */
+        unsigned failures;        /* in a row */
+        uint64_t retry_at;        /* CLOCK_MONOTONIC usec; 0: due now */
+        uint64_t lock_wait_since; /* waiting for its lock since; 0: not */
         char sha256[SHA256_HEX_LEN + 1];
         uint64_t rows;
-        char *causes; /* reloads: the maps that made it owed */
+        bool *causes; /* reloads: per map (config order), whether its change made it owed */
 };
 
 struct jobs {
@@ -36,8 +42,9 @@ struct jobs {
         const struct config *config;
         bool retry;
         bool hold;
-        bool state_ok;
         bool state_warned;
+        bool timer_warned;
+        bool recorded; /* jobs_prepare() wrote the file */
         struct job *jobs;
         size_t n_jobs;
         size_t n_maps; /* jobs[0..n_maps) are the maps, in config order */
@@ -80,7 +87,10 @@ int jobs_set_config(struct jobs *j, const struct config *c) {
 
                 jb->is_reload = is_reload;
                 jb->name = strdup(name);
-                if (!jb->name || asprintf(&jb->label, "%s%s", is_reload ? "reload " : "", name) < 0) {
+                if (is_reload)
+                        jb->causes = calloc(c->n_maps + 1, sizeof(*jb->causes));
+                if (!jb->name || (is_reload && !jb->causes) ||
+                    asprintf(&jb->label, "%s%s", is_reload ? "reload " : "", name) < 0) {
                         jb->label = NULL;
                         jobs_clear(v, n);
                         return -ENOMEM;
@@ -99,10 +109,18 @@ int jobs_set_config(struct jobs *j, const struct config *c) {
                         jb->running = old->running;
                         jb->failures = old->failures;
                         jb->retry_at = old->retry_at;
+                        jb->lock_wait_since = old->lock_wait_since;
                         jb->rows = old->rows;
                         memcpy(jb->sha256, old->sha256, sizeof(jb->sha256));
-                        jb->causes = old->causes;
-                        old->causes = NULL;
+                        /* Causes by map name: maps may have moved or gone. */
+                        for (size_t m = 0; is_reload && j->config && m < j->config->n_maps; m++) {
+                                const struct map_config *mc;
+                                if (!old->causes[m])
+                                        continue;
+                                mc = config_find_map(c, j->config->maps[m].name);
+                                if (mc)
+                                        jb->causes[mc - c->maps] = true;
+                        }
                 }
         }
         jobs_clear(j->jobs, j->n_jobs);
@@ -178,25 +196,72 @@ static int state_path(const struct jobs *j, const char *suffix, char **ret) {
         return asprintf(ret, "%s/" STATE_FILE "%s", j->config->state_dir, suffix) < 0 ? -ENOMEM : 0;
 }
 
-static void jobs_save(struct jobs *j) {
+/* Whether map i's new file is about to be put in place by cy. */
+static bool map_pending(const struct sync_cycle *cy, size_t i) {
+        return cy && i < cy->config->n_maps && cy->results[i].status == MAP_CHANGED;
+}
+
+/* Whether job jb is owed, or becomes owed when cy's maps are in place. */
+static bool job_owed_with(const struct jobs *j, const struct job *jb, const struct sync_cycle *cy) {
+        if (!jb->command)
+                return false;
+        if (jb->owed)
+                return true;
+        if (!jb->is_reload)
+                return map_pending(cy, (size_t)(jb - j->jobs));
+        for (size_t i = 0; i < j->n_maps; i++)
+                if (map_pending(cy, i))
+                        for (size_t k = 0; k < j->config->maps[i].n_reloads; k++)
+                                if (&j->jobs[j->n_maps + j->config->maps[i].reloads[k]] == jb)
+                                        return true;
+        return false;
+}
+
+static bool reload_caused_by(const struct jobs *j, const struct job *rj, size_t map, const struct sync_cycle *cy) {
+        if (rj->causes[map])
+                return true;
+        if (!map_pending(cy, map))
+                return false;
+        for (size_t k = 0; k < j->config->maps[map].n_reloads; k++)
+                if (&j->jobs[j->n_maps + j->config->maps[map].reloads[k]] == rj)
+                        return true;
+        return false;
+}
+
+/* Writes the owed set, counting as owed too the hooks that cy's maps
+ * (NULL: none) owe once their new files are in place. Format (version 2):
+ * comment lines, "version 2", then "map NAME" and "reload NAME [MAP...]"
+ * (the maps that caused it), one a line. Version 1 had no version line
+ * and no causes. */
+static void jobs_save(struct jobs *j, const struct sync_cycle *cy) {
         _cleanup_free_ char *path = NULL, *tmp = NULL, *text = NULL;
         _cleanup_close_ int fd = -1, dir_fd = -1;
+        static const char head[] = "# mapsyncd: hooks owed, run at the next start\nversion 2\n";
         size_t len = 0;
         bool any = false;
+        ssize_t w;
+        int err = 0;
 
         if (!state_dir_usable(j) || state_path(j, "", &path) < 0 || state_path(j, ".XXXXXX", &tmp) < 0)
                 return;
 
-        if (str_append(&text, &len, "# mapsyncd: hooks owed, run at the next start\n", 46) < 0)
-                return;
+        if (str_append(&text, &len, head, sizeof(head) - 1) < 0)
+                goto oom;
         for (size_t i = 0; i < j->n_jobs; i++) {
                 const struct job *jb = &j->jobs[i];
-                if (!jb->owed)
+                if (!job_owed_with(j, jb, cy))
                         continue;
                 any = true;
                 if (str_append(&text, &len, jb->is_reload ? "reload " : "map ", jb->is_reload ? 7 : 4) < 0 ||
-                    str_append(&text, &len, jb->name, strlen(jb->name)) < 0 || str_append(&text, &len, "\n", 1) < 0)
-                        return;
+                    str_append(&text, &len, jb->name, strlen(jb->name)) < 0)
+                        goto oom;
+                for (size_t m = 0; jb->is_reload && m < j->n_maps; m++)
+                        if (reload_caused_by(j, jb, m, cy) &&
+                            (str_append(&text, &len, " ", 1) < 0 ||
+                             str_append(&text, &len, j->config->maps[m].name, strlen(j->config->maps[m].name)) < 0))
+                                goto oom;
+                if (str_append(&text, &len, "\n", 1) < 0)
+                        goto oom;
         }
         if (!any) {
                 if (unlink(path) < 0 && errno != ENOENT)
@@ -208,21 +273,46 @@ static void jobs_save(struct jobs *j) {
                 log_error("Could not record owed hooks in %s: %m", j->config->state_dir);
                 return;
         }
-        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 || rename(tmp, path) < 0) {
-                log_error("Could not record owed hooks in %s: %s", path, errno ? strerror(errno) : "short write");
+        w = write(fd, text, len);
+        if (w >= 0 && (size_t)w != len)
+                err = ENOSPC; /* a short write sets no errno */
+        else if (w < 0 || fsync(fd) < 0 || rename(tmp, path) < 0)
+                err = errno;
+        if (err) {
+                log_error("Could not record owed hooks in %s: %s", path, strerror(err));
                 unlink(tmp);
                 return;
         }
         dir_fd = open(j->config->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir_fd >= 0)
-                fsync(dir_fd);
+        if (dir_fd < 0 || fsync(dir_fd) < 0)
+                log_error("Could not fsync state_dir %s: %m; the owed hooks recorded in %s may not survive a crash",
+                          j->config->state_dir, path);
+        return;
+oom:
+        log_error("Could not record owed hooks in %s: out of memory", path);
+}
+
+/* A loaded reload that names no cause (a version 1 file): the maps that
+ * name it and are owed too, else all that name it. */
+static void reload_guess_causes(struct jobs *j, struct job *rj) {
+        const struct config *c = j->config;
+        size_t ri = (size_t)(rj - j->jobs) - j->n_maps;
+        bool any = false;
+
+        for (int pass = 0; pass < 2 && !any; pass++)
+                for (size_t i = 0; i < c->n_maps; i++)
+                        for (size_t k = 0; k < c->maps[i].n_reloads; k++)
+                                if (c->maps[i].reloads[k] == ri && (pass == 1 || j->jobs[i].owed)) {
+                                        rj->causes[i] = true;
+                                        any = true;
+                                }
 }
 
 void jobs_load(struct jobs *j) {
         _cleanup_free_ char *path = NULL, *line = NULL;
         _cleanup_fclose_ FILE *f = NULL;
         size_t cap = 0;
-        unsigned lineno = 0, n = 0;
+        unsigned lineno = 0, n = 0, version = 1;
         ssize_t len;
 
         if (!state_dir_usable(j) || state_path(j, "", &path) < 0)
@@ -235,22 +325,48 @@ void jobs_load(struct jobs *j) {
         }
         while ((len = getline(&line, &cap, f)) >= 0) {
                 struct job *jb = NULL;
-                char *name = NULL;
+                char *name, *rest, *save = NULL;
                 bool is_reload = false;
 
                 lineno++;
                 if (len > 0 && line[len - 1] == '\n')
                         line[--len] = '\0';
+                else
+                        log_warning("%s:%u: last line has no newline (a truncated file?)", path, lineno);
+                if (strlen(line) != (size_t)len) {
+                        log_warning("%s:%u: holds a NUL byte: not an owed hook; ignored", path, lineno);
+                        continue;
+                }
                 if (len == 0 || line[0] == '#')
                         continue;
-                if (strncmp(line, "map ", 4) == 0)
-                        name = line + 4;
-                else if (strncmp(line, "reload ", 7) == 0) {
-                        name = line + 7;
-                        is_reload = true;
+                if (strncmp(line, "version ", 8) == 0) {
+                        char *end = NULL;
+                        unsigned long v;
+                        errno = 0;
+                        v = strtoul(line + 8, &end, 10);
+                        if (errno || !end || *end || end == line + 8 || v == 0 || v > 1000)
+                                log_warning("%s:%u: not a version: %s; ignored", path, lineno, line + 8);
+                        else {
+                                if (v > STATE_VERSION)
+                                        log_warning("%s:%u: written by a newer mapsyncd (version %lu, this one "
+                                                    "writes %d); reading the lines it understands",
+                                                    path, lineno, v, STATE_VERSION);
+                                version = (unsigned)v;
+                        }
+                        continue;
                 }
-                if (!name || strlen(name) != (size_t)len - (is_reload ? 7 : 4)) {
+                if (strncmp(line, "map ", 4) == 0)
+                        rest = line + 4;
+                else if (strncmp(line, "reload ", 7) == 0) {
+                        rest = line + 7;
+                        is_reload = true;
+                } else {
                         log_warning("%s:%u: not an owed hook; ignored", path, lineno);
+                        continue;
+                }
+                name = strtok_r(rest, " ", &save);
+                if (!name) {
+                        log_warning("%s:%u: owed hook without a name; ignored", path, lineno);
                         continue;
                 }
                 jb = jobs_find(j, is_reload, name);
@@ -259,10 +375,34 @@ void jobs_load(struct jobs *j) {
                                     lineno, is_reload ? "reload " : "map ", name);
                         continue;
                 }
+                for (char *cause; (cause = strtok_r(NULL, " ", &save));) {
+                        const struct map_config *mc = config_find_map(j->config, cause);
+                        if (!is_reload)
+                                log_warning("%s:%u: text after the map's name; ignored", path, lineno);
+                        else if (!mc)
+                                log_warning("%s:%u: reload %s caused by map %s, which the configuration no longer "
+                                            "has; ignored",
+                                            path, lineno, name, cause);
+                        else
+                                jb->causes[mc - j->config->maps] = true;
+                        if (!is_reload)
+                                break;
+                }
+                if (!jb->owed)
+                        n++;
                 jb->owed = true;
                 jb->gen++;
-                n++;
         }
+        if (ferror(f))
+                log_error("Could not read owed hooks from %s: %m", path);
+        for (size_t i = j->n_maps; i < j->n_jobs; i++) {
+                bool none = true;
+                for (size_t m = 0; m < j->n_maps; m++)
+                        none = none && !j->jobs[i].causes[m];
+                if (j->jobs[i].owed && none)
+                        reload_guess_causes(j, &j->jobs[i]);
+        }
+        (void)version;
         if (n > 0)
                 log_notice("%u hooks owed by an earlier run will run after the first sync", n);
 }
@@ -272,42 +412,52 @@ static void job_owe(struct job *jb) {
         jb->gen++;
         jb->failures = 0;
         jb->retry_at = 0;
+        jb->lock_wait_since = 0;
 }
 
 void jobs_prepare(struct jobs *j, const struct sync_cycle *cy) {
-        const struct config *c = j->config;
-        bool changed = false;
+        j->recorded = false;
+        for (size_t i = 0; i < j->n_jobs; i++)
+                if (job_owed_with(j, &j->jobs[i], cy) && (!j->jobs[i].owed || j->jobs[i].is_reload)) {
+                        jobs_save(j, cy);
+                        j->recorded = true;
+                        return;
+                }
+}
 
+void jobs_commit(struct jobs *j, const struct sync_cycle *cy) {
+        const struct config *c = j->config;
+        bool recorded = j->recorded;
+
+        j->recorded = false;
         for (size_t i = 0; i < c->n_maps; i++) {
                 const struct map_result *res = &cy->results[i];
                 struct job *jb = &j->jobs[i];
 
+                /* A failed replace left the old file, whose hash stays. */
                 if (res->status == MAP_FAILED)
                         continue;
                 memcpy(jb->sha256, res->sha256, sizeof(jb->sha256));
                 jb->rows = res->rows;
                 if (res->status != MAP_CHANGED)
                         continue;
-                changed = true;
                 if (jb->command)
                         job_owe(jb);
                 for (size_t k = 0; k < c->maps[i].n_reloads; k++) {
                         struct job *rj = &j->jobs[j->n_maps + c->maps[i].reloads[k]];
-                        size_t len;
-
-                        if (!rj->owed || !rj->causes) {
-                                free(rj->causes);
-                                rj->causes = NULL;
-                        }
+                        if (!rj->command)
+                                continue;
                         job_owe(rj);
-                        len = rj->causes ? strlen(rj->causes) : 0;
-                        if (len)
-                                str_append(&rj->causes, &len, " ", 1);
-                        str_append(&rj->causes, &len, c->maps[i].name, strlen(c->maps[i].name));
+                        rj->causes[i] = true;
                 }
         }
-        if (changed)
-                jobs_save(j);
+        /* Recorded as owed, but a replace failed: the file no longer
+         * names what was not installed. */
+        for (size_t i = 0; recorded && i < c->n_maps; i++)
+                if (cy->results[i].status == MAP_FAILED) {
+                        jobs_save(j, NULL);
+                        break;
+                }
 }
 
 static int jobs_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -324,28 +474,59 @@ struct job_run {
 };
 
 static void job_on_done(void *userdata, const struct hook_result *res);
+static void job_failed(struct jobs *j, struct job *jb);
+
+/* MAPSYNCD_MAP of a reload: the maps that caused it, in config order,
+ * separated by spaces, whole. */
+static char *reload_causes_env(const struct jobs *j, const struct job *rj) {
+        char *text = NULL;
+        size_t len = 0;
+
+        if (str_append(&text, &len, "MAPSYNCD_MAP=", 13) < 0)
+                return NULL;
+        for (size_t m = 0; m < j->n_maps; m++)
+                if (rj->causes[m] && ((len > 13 && str_append(&text, &len, " ", 1) < 0) ||
+                                      str_append(&text, &len, j->jobs[m].name, strlen(j->jobs[m].name)) < 0)) {
+                        free(text);
+                        return NULL;
+                }
+        return text;
+}
 
 static int job_start(struct jobs *j, struct job *jb) {
-        char e_map[300], e_out[4200], e_sha[100], e_rows[64], e_cause[1200];
+        _cleanup_free_ char *e_map = NULL, *e_out = NULL, *e_sha = NULL, *e_rows = NULL, *e_cause = NULL, *lock = NULL;
         const char *env[4];
         size_t n_env = 0;
         int r;
 
         if (jb->is_reload) {
-                snprintf(e_map, sizeof(e_map), "MAPSYNCD_RELOAD=%s", jb->name);
-                snprintf(e_cause, sizeof(e_cause), "MAPSYNCD_MAP=%s", jb->causes ? jb->causes : "");
+                e_cause = reload_causes_env(j, jb);
+                if (asprintf(&e_map, "MAPSYNCD_RELOAD=%s", jb->name) < 0)
+                        e_map = NULL;
                 env[n_env++] = e_map;
                 env[n_env++] = e_cause;
         } else {
-                snprintf(e_map, sizeof(e_map), "MAPSYNCD_MAP=%s", jb->name);
-                snprintf(e_out, sizeof(e_out), "MAPSYNCD_OUTPUT=%s", jb->output);
-                snprintf(e_sha, sizeof(e_sha), "MAPSYNCD_SHA256=%s", jb->sha256);
-                snprintf(e_rows, sizeof(e_rows), "MAPSYNCD_ROWS=%llu", (unsigned long long)jb->rows);
+                if (asprintf(&e_map, "MAPSYNCD_MAP=%s", jb->name) < 0)
+                        e_map = NULL;
+                if (asprintf(&e_out, "MAPSYNCD_OUTPUT=%s", jb->output) < 0)
+                        e_out = NULL;
+                if (asprintf(&e_sha, "MAPSYNCD_SHA256=%s", jb->sha256) < 0)
+                        e_sha = NULL;
+                if (asprintf(&e_rows, "MAPSYNCD_ROWS=%llu", (unsigned long long)jb->rows) < 0)
+                        e_rows = NULL;
                 env[n_env++] = e_map;
                 env[n_env++] = e_out;
                 env[n_env++] = e_sha;
                 env[n_env++] = e_rows;
         }
+        for (size_t i = 0; i < n_env; i++)
+                if (!env[i])
+                        return -ENOMEM;
+        /* One lock per hook in the state directory: a hook never runs
+         * twice at once, not even across a restart. */
+        if (state_dir_usable(j) &&
+            asprintf(&lock, "%s/hook-%s-%s.lock", j->config->state_dir, jb->is_reload ? "reload" : "map", jb->name) < 0)
+                lock = NULL;
         struct hook_spec spec = {
                 .name = jb->label,
                 .map = jb->is_reload ? NULL : jb->name,
@@ -353,6 +534,9 @@ static int job_start(struct jobs *j, struct job *jb) {
                 .env = env,
                 .n_env = n_env,
                 .timeout_usec = j->config->hook_timeout_s * 1000000ULL,
+                .log_max_lines = j->config->hook_log_lines,
+                .log_max_bytes = j->config->hook_log_bytes,
+                .lock_path = lock,
         };
         struct job_run *run = malloc(sizeof(*run) + strlen(jb->name) + 1);
 
@@ -367,8 +551,35 @@ static int job_start(struct jobs *j, struct job *jb) {
         if (r < 0) {
                 jb->running = false;
                 free(run);
-        }
+        } else
+                jb->lock_wait_since = 0;
         return r;
+}
+
+/* The hook's lock is held by an earlier process's hook: wait for it,
+ * bounded; past the bound it counts as a failure (and is retried). */
+static void job_wait_lock(struct jobs *j, struct job *jb, uint64_t now) {
+        uint64_t bound = j->config->hook_timeout_s * 1000000ULL + LOCK_GRACE_USEC;
+
+        if (jb->lock_wait_since == 0) {
+                jb->lock_wait_since = now;
+                log_notice("%s: the same hook started by an earlier run still runs; waiting for it to end (at most "
+                           "%llu s)",
+                           jb->label, (unsigned long long)(bound / 1000000));
+        } else if (now - jb->lock_wait_since >= bound) {
+                log_submit(LOG_ERR,
+                           LOG_FIELDS(.message_id = MSGID_HOOK_FAILED, .map = jb->is_reload ? NULL : jb->name,
+                                      .hook = jb->label),
+                           "%s: the same hook started by an earlier run still runs after %llu s; not starting it "
+                           "alongside",
+                           jb->label, (unsigned long long)(bound / 1000000));
+                jb->lock_wait_since = 0;
+                if (j->metrics)
+                        metrics_hook(j->metrics, jb->label, false);
+                job_failed(j, jb);
+                return;
+        }
+        jb->retry_at = now + LOCK_POLL_USEC;
 }
 
 static void job_failed(struct jobs *j, struct job *jb) {
@@ -405,9 +616,9 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
                 jb->failures = 0;
                 if (jb->gen == jb->started_gen) {
                         jb->owed = false;
-                        free(jb->causes);
-                        jb->causes = NULL;
-                        jobs_save(j);
+                        for (size_t m = 0; jb->is_reload && m < j->n_maps; m++)
+                                jb->causes[m] = false;
+                        jobs_save(j, NULL);
                 }
         } else
                 job_failed(j, jb);
@@ -420,10 +631,23 @@ void jobs_set_metrics(struct jobs *j, struct metrics *m) {
 
 void jobs_hold(struct jobs *j, bool hold) {
         j->hold = hold;
+        if (hold && j->retry_timer)
+                sd_event_source_set_enabled(j->retry_timer, SD_EVENT_OFF);
+}
+
+/* A reload waits until every map that caused it has had its on_change
+ * succeed for its current content. Returns that map's job, or NULL. */
+static const struct job *reload_waits_for(const struct jobs *j, const struct job *rj) {
+        for (size_t m = 0; m < j->n_maps; m++)
+                if (rj->causes[m] && j->jobs[m].owed && j->jobs[m].command)
+                        return &j->jobs[m];
+        return NULL;
 }
 
 void jobs_kick(struct jobs *j) {
         uint64_t now = now_usec(CLOCK_MONOTONIC), next = UINT64_MAX;
+        bool waiting_lock = false;
+        int r;
 
         if (hooks_running(j->hooks) > 0)
                 return;
@@ -436,28 +660,59 @@ void jobs_kick(struct jobs *j) {
                          * map: its environment names the file's hash. */
                         if (!jb->is_reload && !jb->sha256[0])
                                 continue;
-                        if (jb->retry_at <= now) {
-                                if (job_start(j, jb) >= 0)
-                                        return;
-                                if (j->metrics)
-                                        metrics_hook(j->metrics, jb->label, false);
-                                job_failed(j, jb);
+                        if (jb->is_reload && reload_waits_for(j, jb))
                                 continue;
+                        if (jb->retry_at <= now) {
+                                r = job_start(j, jb);
+                                if (r >= 0)
+                                        return;
+                                if (r == -EBUSY)
+                                        job_wait_lock(j, jb, now);
+                                else {
+                                        if (j->metrics)
+                                                metrics_hook(j->metrics, jb->label, false);
+                                        job_failed(j, jb);
+                                }
                         }
+                        waiting_lock = waiting_lock || jb->lock_wait_since;
                         if (jb->retry_at < next)
                                 next = jb->retry_at;
                 }
         if (next != UINT64_MAX) {
                 if (!j->retry_timer)
-                        sd_event_add_time(j->event, &j->retry_timer, CLOCK_MONOTONIC, next, 0, jobs_on_retry, j);
+                        r = sd_event_add_time(j->event, &j->retry_timer, CLOCK_MONOTONIC, next, 0, jobs_on_retry, j);
                 else {
-                        sd_event_source_set_time(j->retry_timer, next);
-                        sd_event_source_set_enabled(j->retry_timer, SD_EVENT_ONESHOT);
+                        r = sd_event_source_set_time(j->retry_timer, next);
+                        if (r >= 0)
+                                r = sd_event_source_set_enabled(j->retry_timer, SD_EVENT_ONESHOT);
                 }
+                if (r < 0 && !j->timer_warned) {
+                        log_error("Could not arm the timer that retries hooks: %s; owed hooks wait for the next "
+                                  "change",
+                                  strerror(-r));
+                        j->timer_warned = true;
+                } else if (r >= 0)
+                        j->timer_warned = false;
         } else if (j->retry_timer)
                 sd_event_source_set_enabled(j->retry_timer, SD_EVENT_OFF);
-        if (j->idle)
+        /* Waiting for a lock is not idle: that hook is due. */
+        if (j->idle && !waiting_lock)
                 j->idle(j->userdata);
+}
+
+unsigned jobs_held(const struct jobs *j, char *why, size_t size) {
+        unsigned n = 0;
+
+        if (size)
+                why[0] = '\0';
+        for (size_t i = j->n_maps; i < j->n_jobs; i++) {
+                const struct job *rj = &j->jobs[i], *mj;
+                if (!rj->owed || !rj->command || !(mj = reload_waits_for(j, rj)) || mj->failures == 0)
+                        continue;
+                if (n++ == 0 && size)
+                        snprintf(why, size, "%s held back: the hook of map %s failed", rj->label, mj->name);
+        }
+        return n;
 }
 
 unsigned jobs_owed(const struct jobs *j) {
