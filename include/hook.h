@@ -7,11 +7,14 @@
  * (SIGTERM to its process group, then SIGKILL), and every child reaped,
  * orphans included, so that mapsyncd can be PID 1 of a container.
  *
- * A hook may hold a lock file (flock, exclusive) that the hook process
- * inherits as descriptor 3 and keeps over exec: it is released only when
- * the hook and every descendant that kept the descriptor have ended. A
- * hook whose lock is held (by a hook that an earlier, killed mapsyncd left
- * running) is not started: hooks_start() returns -EBUSY. */
+ * A hook may be recorded while it runs: its process group (its pid) is
+ * written to spec->running_path by the hook process itself before the
+ * command starts, and the file is removed when the hook has ended. A hook
+ * whose record names a process group that still has a process (a hook an
+ * earlier, killed mapsyncd left running, and what it started in its group)
+ * is not started: hooks_start() returns -EBUSY. A descendant that left the
+ * group (setsid: a daemon it started) does not count, as it escapes the
+ * timeout's kill too. */
 #pragma once
 
 #include <stdbool.h>
@@ -41,9 +44,10 @@ struct hook_spec {
         const char *const *env;
         size_t n_env;
         uint64_t timeout_usec;
-        uint64_t log_max_lines; /* lines of output logged; then counted */
-        uint64_t log_max_bytes; /* bytes of output logged; then counted */
-        const char *lock_path;  /* NULL: none */
+        uint64_t log_max_lines;   /* lines of output logged; then counted */
+        uint64_t log_max_bytes;   /* bytes of output logged; then counted */
+        const char *running_path; /* the record of the running hook; NULL: none */
+        bool force;               /* start even if the recorded group still runs */
 };
 
 #define HOOK_READ_MAX (64 * 1024)
@@ -58,8 +62,8 @@ int hooks_new(sd_event *event, struct hooks **ret);
 struct hooks *hooks_free(struct hooks *h);
 
 /* Starts a hook; `done` is called once, from the event loop, when it has
- * ended. Returns 0; -EBUSY (not logged) when spec->lock_path is locked by
- * another process; or another negative errno (logged) when it could not be
+ * ended. Returns 0; -EBUSY (not logged) when spec->running_path names a
+ * process group that still runs; or another negative errno (logged) when it could not be
  * started. `done` is not called when it did not start. */
 int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done, void *userdata);
 

@@ -21,10 +21,12 @@
  * recorded hook at the next start for the file then in place, with the
  * hash rendered then: a needless run, never a hook for a file on no disk.
  *
- * Each hook holds STATE_DIR/hook-{map,reload}-NAME.lock while it runs (see
- * hook.h), so it never runs twice at once, across restarts too: a hook
- * whose lock is still held by the hook of an earlier, killed process waits
- * for it, at most hook_timeout_s + 5 s, and then counts as failed. */
+ * Each hook is recorded in STATE_DIR/hook-{map,reload}-NAME.pid while it
+ * runs (see hook.h), so it never runs twice at once, across restarts too:
+ * a hook whose earlier run (of a killed process) still runs waits for it,
+ * at most hook_timeout_s + 5 s (as long as a hook may run; its own
+ * mapsyncd would have killed it by then), and then starts with a
+ * warning. */
 #pragma once
 
 #include <stdbool.h>

@@ -3,7 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -20,6 +20,7 @@ struct hook {
         struct hook *next;
         char *name;
         char *map;
+        char *record; /* spec->running_path */
         pid_t pid;
         int out_fd;
         sd_event_source *io;
@@ -154,6 +155,7 @@ static void hook_free(struct hook *k) {
         sd_event_source_disable_unref(k->timer);
         free(k->name);
         free(k->map);
+        free(k->record);
         free(k);
 }
 
@@ -195,6 +197,8 @@ static void hook_finish(struct hook *k, int status) {
                                                         : "%s: hook timed out and was killed (signal %d)",
                            k->name, res.code);
 
+        if (k->record)
+                (void)unlink(k->record);
         hook_unlink(k);
         k->done(k->userdata, &res);
         hook_free(k);
@@ -244,6 +248,8 @@ struct hooks *hooks_free(struct hooks *h) {
                 h->running = k->next;
                 kill(-k->pid, SIGKILL);
                 waitpid(k->pid, NULL, 0);
+                if (k->record)
+                        (void)unlink(k->record);
                 hook_free(k);
         }
         sd_event_source_disable_unref(h->sigchld);
@@ -299,48 +305,74 @@ static int hook_not_started(const struct hook_spec *spec, int err) {
         return -err;
 }
 
+/* Whether the process group recorded at path (by an earlier hook) still
+ * has a process. A record that cannot be read or parsed is stale. */
+static bool hook_recorded_group_runs(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        char buf[32], *end = NULL;
+        ssize_t n;
+        long pid;
+
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        errno = 0;
+        pid = strtol(buf, &end, 10);
+        if (errno || end == buf || (*end && *end != '\n') || pid <= 1 || pid > INT_MAX)
+                return false;
+        return kill(-(pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* In the child: its process group (its pid) into path. Async-signal-safe. */
+static void hook_write_record(const char *path) {
+        char digits[24];
+        size_t i = sizeof(digits);
+        unsigned long v = (unsigned long)getpid();
+        int fd;
+
+        digits[--i] = '\n';
+        do {
+                digits[--i] = (char)('0' + v % 10);
+                v /= 10;
+        } while (v && i > 0);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+        if (fd >= 0) {
+                (void)!write(fd, digits + i, sizeof(digits) - i);
+                close(fd);
+        }
+}
+
 int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done, void *userdata) {
         _cleanup_free_ char **env = NULL;
         int pipefd[2] = {-1, -1}, devnull, r;
         struct hook *k;
         sigset_t all;
-        int lock_fd = -1;
         pid_t pid;
 
-        if (spec->lock_path) {
-                lock_fd = open(spec->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-                if (lock_fd < 0)
-                        log_submit(LOG_WARNING, LOG_FIELDS(.map = spec->map, .hook = spec->name),
-                                   "%s: Could not open the hook's lock file %s: %m; running it without", spec->name,
-                                   spec->lock_path);
-                else if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-                        r = errno;
-                        close(lock_fd);
-                        if (r == EWOULDBLOCK)
+        if (spec->running_path && !spec->force) {
+                /* Ours, whose record may not be written yet, or another's. */
+                for (struct hook *o = h->running; o; o = o->next)
+                        if (o->record && streq(o->record, spec->running_path))
                                 return -EBUSY;
-                        log_submit(LOG_WARNING, LOG_FIELDS(.map = spec->map, .hook = spec->name),
-                                   "%s: Could not lock %s: %s; running the hook without", spec->name, spec->lock_path,
-                                   strerror(r));
-                        lock_fd = -1;
-                }
+                if (hook_recorded_group_runs(spec->running_path))
+                        return -EBUSY;
         }
 
         k = calloc(1, sizeof(*k));
-        if (!k) {
-                if (lock_fd >= 0)
-                        close(lock_fd);
+        if (!k)
                 return -ENOMEM;
-        }
         k->owner = h;
         k->out_fd = -1;
         k->max_lines = spec->log_max_lines;
         k->max_bytes = spec->log_max_bytes;
         k->name = strdup(spec->name);
         k->map = spec->map ? strdup(spec->map) : NULL;
+        k->record = spec->running_path ? strdup(spec->running_path) : NULL;
         env = hook_env(spec);
-        if (!k->name || (spec->map && !k->map) || !env) {
-                if (lock_fd >= 0)
-                        close(lock_fd);
+        if (!k->name || (spec->map && !k->map) || (spec->running_path && !k->record) || !env) {
                 hook_free(k);
                 return hook_not_started(spec, ENOMEM);
         }
@@ -350,8 +382,6 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
                 r = errno;
                 if (devnull >= 0)
                         close(devnull);
-                if (lock_fd >= 0)
-                        close(lock_fd);
                 hook_free(k);
                 return hook_not_started(spec, r);
         }
@@ -371,22 +401,20 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
                 setpgid(0, 0);
+                /* On disk before the command runs: a daemon killed from
+                 * now on leaves the record for the next one. */
+                if (k->record)
+                        hook_write_record(k->record);
                 if (dup2(devnull, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0 ||
                     dup2(pipefd[1], STDERR_FILENO) < 0)
                         _exit(126);
-                /* The lock goes over exec as descriptor 3. */
-                if (lock_fd >= 0 && ((lock_fd != 3 && dup2(lock_fd, 3) < 0) || fcntl(3, F_SETFD, 0) < 0))
-                        _exit(126);
-                close_range(lock_fd >= 0 ? 4 : 3, ~0U, 0);
+                close_range(3, ~0U, 0);
                 execve("/bin/sh", (char *const[]){(char *)"sh", (char *)"-c", (char *)spec->command, NULL}, env);
                 _exit(127);
         }
         r = errno;
         close(devnull);
         close(pipefd[1]);
-        /* The child holds the lock now (same open file description). */
-        if (lock_fd >= 0)
-                close(lock_fd);
         if (pid < 0) {
                 close(pipefd[0]);
                 hook_free(k);

@@ -13,8 +13,9 @@
 #define STATE_VERSION  2
 #define RETRY_MIN_USEC (1000000ULL)
 #define RETRY_MAX_USEC (300 * 1000000ULL)
-/* A hook whose lock an earlier process still holds is tried again this
- * often, for at most its timeout and the kill grace. */
+/* A hook still running from an earlier process is looked at again this
+ * often, for at most its timeout and the kill grace (as long as a hook
+ * may run at all). */
 #define LOCK_POLL_USEC  (100 * 1000ULL)
 #define LOCK_GRACE_USEC (5 * 1000000ULL)
 
@@ -30,7 +31,8 @@ struct job {
         bool running;
         unsigned failures;        /* in a row */
         uint64_t retry_at;        /* CLOCK_MONOTONIC usec; 0: due now */
-        uint64_t lock_wait_since; /* waiting for its lock since; 0: not */
+        uint64_t lock_wait_since; /* waiting for an earlier run since; 0: not */
+        bool force;               /* that wait is over: start all the same */
         char sha256[SHA256_HEX_LEN + 1];
         uint64_t rows;
         bool *causes; /* reloads: per map (config order), whether its change made it owed */
@@ -345,7 +347,7 @@ void jobs_load(struct jobs *j) {
                         errno = 0;
                         v = strtoul(line + 8, &end, 10);
                         if (errno || !end || *end || end == line + 8 || v == 0 || v > 1000)
-                                log_warning("%s:%u: not a version: %s; ignored", path, lineno, line + 8);
+                                log_warning("%s:%u: not a version: %.64s; ignored", path, lineno, line + 8);
                         else {
                                 if (v > STATE_VERSION)
                                         log_warning("%s:%u: written by a newer mapsyncd (version %lu, this one "
@@ -371,7 +373,7 @@ void jobs_load(struct jobs *j) {
                 }
                 jb = jobs_find(j, is_reload, name);
                 if (!jb || !jb->command) {
-                        log_warning("%s:%u: owed hook of %s%s, which the configuration no longer has; ignored", path,
+                        log_warning("%s:%u: owed hook of %s%.64s, which the configuration no longer has; ignored", path,
                                     lineno, is_reload ? "reload " : "map ", name);
                         continue;
                 }
@@ -380,7 +382,7 @@ void jobs_load(struct jobs *j) {
                         if (!is_reload)
                                 log_warning("%s:%u: text after the map's name; ignored", path, lineno);
                         else if (!mc)
-                                log_warning("%s:%u: reload %s caused by map %s, which the configuration no longer "
+                                log_warning("%s:%u: reload %s caused by map %.64s, which the configuration no longer "
                                             "has; ignored",
                                             path, lineno, name, cause);
                         else
@@ -522,10 +524,10 @@ static int job_start(struct jobs *j, struct job *jb) {
         for (size_t i = 0; i < n_env; i++)
                 if (!env[i])
                         return -ENOMEM;
-        /* One lock per hook in the state directory: a hook never runs
+        /* One record per hook in the state directory: a hook never runs
          * twice at once, not even across a restart. */
         if (state_dir_usable(j) &&
-            asprintf(&lock, "%s/hook-%s-%s.lock", j->config->state_dir, jb->is_reload ? "reload" : "map", jb->name) < 0)
+            asprintf(&lock, "%s/hook-%s-%s.pid", j->config->state_dir, jb->is_reload ? "reload" : "map", jb->name) < 0)
                 lock = NULL;
         struct hook_spec spec = {
                 .name = jb->label,
@@ -536,7 +538,8 @@ static int job_start(struct jobs *j, struct job *jb) {
                 .timeout_usec = j->config->hook_timeout_s * 1000000ULL,
                 .log_max_lines = j->config->hook_log_lines,
                 .log_max_bytes = j->config->hook_log_bytes,
-                .lock_path = lock,
+                .running_path = lock,
+                .force = jb->force,
         };
         struct job_run *run = malloc(sizeof(*run) + strlen(jb->name) + 1);
 
@@ -551,13 +554,17 @@ static int job_start(struct jobs *j, struct job *jb) {
         if (r < 0) {
                 jb->running = false;
                 free(run);
-        } else
+        } else {
                 jb->lock_wait_since = 0;
+                jb->force = false;
+        }
         return r;
 }
 
-/* The hook's lock is held by an earlier process's hook: wait for it,
- * bounded; past the bound it counts as a failure (and is retried). */
+/* The same hook, started by an earlier process, still runs: wait for its
+ * process group to end, at most as long as a hook may run (its timeout and
+ * the kill grace); past that it is a runaway that its own mapsyncd would
+ * have killed by now, and this run starts all the same. */
 static void job_wait_lock(struct jobs *j, struct job *jb, uint64_t now) {
         uint64_t bound = j->config->hook_timeout_s * 1000000ULL + LOCK_GRACE_USEC;
 
@@ -567,16 +574,12 @@ static void job_wait_lock(struct jobs *j, struct job *jb, uint64_t now) {
                            "%llu s)",
                            jb->label, (unsigned long long)(bound / 1000000));
         } else if (now - jb->lock_wait_since >= bound) {
-                log_submit(LOG_ERR,
-                           LOG_FIELDS(.message_id = MSGID_HOOK_FAILED, .map = jb->is_reload ? NULL : jb->name,
-                                      .hook = jb->label),
-                           "%s: the same hook started by an earlier run still runs after %llu s; not starting it "
-                           "alongside",
+                log_submit(LOG_WARNING, LOG_FIELDS(.map = jb->is_reload ? NULL : jb->name, .hook = jb->label),
+                           "%s: the same hook started by an earlier run still runs after %llu s, past its timeout; "
+                           "starting it all the same",
                            jb->label, (unsigned long long)(bound / 1000000));
-                jb->lock_wait_since = 0;
-                if (j->metrics)
-                        metrics_hook(j->metrics, jb->label, false);
-                job_failed(j, jb);
+                jb->force = true;
+                jb->retry_at = now;
                 return;
         }
         jb->retry_at = now + LOCK_POLL_USEC;
@@ -664,11 +667,16 @@ void jobs_kick(struct jobs *j) {
                                 continue;
                         if (jb->retry_at <= now) {
                                 r = job_start(j, jb);
+                                if (r == -EBUSY) {
+                                        job_wait_lock(j, jb, now);
+                                        if (jb->force)
+                                                r = job_start(j, jb);
+                                }
                                 if (r >= 0)
                                         return;
-                                if (r == -EBUSY)
-                                        job_wait_lock(j, jb, now);
-                                else {
+                                if (r != -EBUSY) {
+                                        jb->lock_wait_since = 0;
+                                        jb->force = false;
                                         if (j->metrics)
                                                 metrics_hook(j->metrics, jb->label, false);
                                         job_failed(j, jb);

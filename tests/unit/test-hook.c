@@ -2,11 +2,11 @@
  * statuses, signals, the timeout (SIGTERM, then SIGKILL), the environment,
  * the output bound (lines and bytes, then one line with the count), a hook
  * that writes as fast as it can while timers are served, default signal
- * dispositions and an empty mask in the hook, and the lock a hook holds
- * over exec (its descendants too). */
+ * dispositions and an empty mask in the hook, and the record of a running
+ * hook's process group that keeps it from running twice at once. */
 #include "hook.h"
 
-#include <sys/file.h>
+#include <sys/wait.h>
 
 #include "util.h"
 
@@ -275,47 +275,102 @@ static void test_signal_dispositions_default(void) {
         CHECK_CONTAINS(text, "SigIgn:\t0000000000000000\n");
 }
 
-static void test_lock(void) {
-        _cleanup_free_ char *lock = test_path(tmpdir, "hook.lock"), *out = test_path(tmpdir, "fd3"), *cmd = NULL,
+/* A process group of the test's own, as an earlier mapsyncd's hook. */
+static pid_t spawn_group(void) {
+        pid_t pid = fork();
+
+        if (pid == 0) {
+                setpgid(0, 0);
+                execl("/bin/sleep", "sleep", "30", (char *)NULL);
+                _exit(127);
+        }
+        setpgid(pid, pid);
+        return pid;
+}
+
+static void test_running_record(void) {
+        _cleanup_free_ char *rec = test_path(tmpdir, "hook.pid"), *out = test_path(tmpdir, "pid"), *cmd = NULL,
                             *text = NULL;
         struct hook_spec spec = {
-                .name = "locked",
+                .name = "rec",
                 .timeout_usec = 10000000,
                 .log_max_lines = 10,
                 .log_max_bytes = 1000,
-                .lock_path = lock,
+                .running_path = rec,
         };
         struct done a = {0}, b = {0};
-        int fd;
+        char buf[32];
+        pid_t other;
 
-        /* The hook holds the lock as fd 3, and a background child of it
-         * keeps it after the hook itself has ended. */
-        REQUIRE(asprintf(&cmd, "readlink /proc/$$/fd/3 > %s; sleep 0.6 & exit 0", out) > 0);
+        /* The record names the hook's process group while it runs, and
+         * goes when it has ended. */
+        REQUIRE(asprintf(&cmd, "echo $$ > %s; cat %s >> %s; sleep 0.3", out, rec, out) > 0);
         spec.command = cmd;
         REQUIRE_INT(hooks_start(hooks, &spec, on_done, &a), 0);
-        CHECK_INT(hooks_start(hooks, &spec, on_done, &b), -EBUSY);
-        CHECK(!b.called);
         CHECK(loop_until(event, &a.called, 10000000));
         CHECK_INT(a.res.outcome, HOOK_SUCCEEDED);
         text = test_read_file(out, NULL);
         REQUIRE(text);
-        CHECK_CONTAINS(text, "hook.lock");
-        /* sleep 0.6 still holds it. */
-        fd = open(lock, O_RDWR | O_CLOEXEC);
-        REQUIRE(fd >= 0);
-        CHECK_INT(flock(fd, LOCK_EX | LOCK_NB), -1);
-        CHECK_INT(errno, EWOULDBLOCK);
-        usleep(900000);
-        CHECK_INT(flock(fd, LOCK_EX | LOCK_NB), 0);
-        /* Held by another process (an earlier mapsyncd's hook): busy. */
+        {
+                int p1 = 0, p2 = -1;
+                CHECK_INT(sscanf(text, "%d\n%d\n", &p1, &p2), 2);
+                CHECK(p1 > 1);
+                CHECK_INT(p1, p2);
+        }
+        CHECK(access(rec, F_OK) < 0);
+
+        /* While it runs, the same record refuses a second start. */
+        spec.command = "sleep 0.3";
+        a = (struct done){0};
+        REQUIRE_INT(hooks_start(hooks, &spec, on_done, &a), 0);
         CHECK_INT(hooks_start(hooks, &spec, on_done, &b), -EBUSY);
-        close(fd);
+        CHECK(loop_until(event, &a.called, 10000000));
+        CHECK(!b.called);
+
+        /* A group of another process (an earlier mapsyncd's hook). */
+        other = spawn_group();
+        REQUIRE(other > 0);
+        snprintf(buf, sizeof(buf), "%d\n", (int)other);
+        REQUIRE_INT(test_write_file(rec, buf, strlen(buf), 0600), 0);
+        CHECK_INT(hooks_start(hooks, &spec, on_done, &b), -EBUSY);
+        /* force: started all the same. */
+        spec.force = true;
         spec.command = "exit 0";
         REQUIRE_INT(hooks_start(hooks, &spec, on_done, &b), 0);
         CHECK(loop_until(event, &b.called, 10000000));
+        spec.force = false;
+        /* Once that group is gone, the stale record does not count. */
+        REQUIRE_INT(test_write_file(rec, buf, strlen(buf), 0600), 0);
+        kill(other, SIGKILL);
+        waitpid(other, NULL, 0);
+        b = (struct done){0};
+        REQUIRE_INT(hooks_start(hooks, &spec, on_done, &b), 0);
+        CHECK(loop_until(event, &b.called, 10000000));
         CHECK_INT(b.res.outcome, HOOK_SUCCEEDED);
-        /* A lock that cannot be made: the hook runs without (warned). */
-        spec.lock_path = "/nonexistent/dir/x.lock";
+
+        /* Garbage in the record: stale. */
+        static const char *const junk[] = {"", "x\n", "1\n", "-5\n", "99999999999999\n", "12 13\n"};
+        for (size_t i = 0; i < ARRAY_SIZE(junk); i++) {
+                REQUIRE_INT(test_write_file(rec, junk[i], strlen(junk[i]), 0600), 0);
+                b = (struct done){0};
+                if (!CHECK_INT(hooks_start(hooks, &spec, on_done, &b), 0))
+                        continue;
+                CHECK(loop_until(event, &b.called, 10000000));
+        }
+
+        /* A descendant that left the group (a daemon it started) does
+         * not hold the next run back. */
+        spec.command = "setsid sleep 1 > /dev/null 2>&1 & exit 0";
+        a = (struct done){0};
+        REQUIRE_INT(hooks_start(hooks, &spec, on_done, &a), 0);
+        CHECK(loop_until(event, &a.called, 10000000));
+        spec.command = "exit 0";
+        b = (struct done){0};
+        CHECK_INT(hooks_start(hooks, &spec, on_done, &b), 0);
+        CHECK(loop_until(event, &b.called, 10000000));
+
+        /* A record that cannot be written: the hook runs all the same. */
+        spec.running_path = "/nonexistent/dir/x.pid";
         b = (struct done){0};
         REQUIRE_INT(hooks_start(hooks, &spec, on_done, &b), 0);
         CHECK(loop_until(event, &b.called, 10000000));
@@ -371,7 +426,7 @@ int main(void) {
         RUN(test_control_characters_escaped);
         RUN(test_fast_writer_does_not_starve_the_loop);
         RUN(test_signal_dispositions_default);
-        RUN(test_lock);
+        RUN(test_running_record);
         RUN(test_several_and_free);
         RUN(test_free_kills);
         hooks_free(hooks);
