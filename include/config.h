@@ -39,9 +39,20 @@ struct map_config {
         size_t n_reloads;
 };
 
+enum db_driver {
+        DB_DRIVER_SQLITE,
+        DB_DRIVER_POSTGRESQL,
+};
+
 struct config {
         char *path;
+        /* sqlite: the database file. postgresql: not a file, only a label
+         * for messages, "postgresql:" and the conninfo. */
         char *db_path;
+        enum db_driver db_driver;
+        char *pg_conninfo; /* libpq connection string, never a password */
+        char *pg_passfile; /* libpq passfile, or NULL */
+        char *pg_channel;  /* LISTEN channel */
         uint64_t busy_timeout_ms;
         uint64_t debounce_ms;
         uint64_t max_delay_ms;

@@ -9,13 +9,36 @@
 
 struct db;
 struct db_query;
+struct config;
 
-/* One row of a map query: key and value bytes, NULL shown as data == NULL. */
+/* Storage classes of a column value (DB_TEXT is 0, so that a row built
+ * from strings alone is text). */
+enum db_type {
+        DB_TEXT = 0,
+        DB_INTEGER,
+        DB_REAL,
+        DB_BLOB,
+        DB_NULL,
+};
+
+/* One row of a map query: key and value bytes (as text), NULL shown as
+ * data == NULL; the storage classes before conversion, and a number
+ * value's number (for the canonical order, order.h). */
 struct db_row {
         const unsigned char *key;
         size_t key_len;
         const unsigned char *value;
         size_t value_len;
+        enum db_type key_type, value_type;
+        int64_t value_int;
+        double value_real;
+};
+
+/* How db_query_new_mode() orders the rows. */
+enum db_query_mode {
+        DB_QUERY_SORTED, /* canonical: ORDER BY lower(k), v (SQLite sorts) */
+        DB_QUERY_STREAM, /* ORDER BY k COLLATE BINARY: an index can give it
+                          * without a sort; order.h makes it canonical */
 };
 
 /* Opens path read-only (it is never written, no journal is created).
@@ -23,6 +46,11 @@ struct db_row {
  * database), -EIO...; *errmsg (may be NULL) then points to a static or
  * thread-local description valid until the next call. */
 int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg);
+
+/* Opens the database of a configuration with its driver: db_open() for
+ * sqlite; for postgresql a connection (conninfo, passfile), after which
+ * every function here goes to db-pg.h. Same returns as db_open(). */
+int db_open_config(const struct config *c, struct db **ret, const char **errmsg);
 
 /* Closes; NULL-safe; returns NULL. */
 struct db *db_close(struct db *db);
@@ -37,8 +65,14 @@ void db_end(struct db *db);
 /* Description of the last failure on this connection. */
 const char *db_errmsg(struct db *db);
 
-/* PRAGMA data_version: changes when another connection commits. */
+/* PRAGMA data_version: changes when another connection commits.
+ * PostgreSQL: always 0 (its changes come by NOTIFY). */
 int db_data_version(struct db *db, int64_t *ret);
+
+/* What the caller learnt on this connection (sync.c's memory of the maps);
+ * free_memo(memo) runs at db_close() or when another memo replaces it. */
+void *db_memo(const struct db *db);
+void db_set_memo(struct db *db, void *memo, void (*free_memo)(void *memo));
 
 /* Whether the file this connection reads was renamed or deleted. */
 bool db_has_moved(struct db *db);
@@ -47,6 +81,14 @@ bool db_has_moved(struct db *db);
  * canonical order (lower-cased key, then value). -EINVAL with db_errmsg()
  * for bad SQL or a column count other than two. */
 int db_query_new(struct db *db, const char *sql, struct db_query **ret);
+
+/* The same, in the given order. */
+int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, struct db_query **ret);
+
+/* Whether text compares as UTF-8 bytes on this database (PRAGMA encoding
+ * UTF-8), which DB_QUERY_STREAM's checks assume. False for PostgreSQL,
+ * whose queries are always sorted by the server. */
+bool db_is_utf8(struct db *db);
 
 /* Next row: 1 and *row filled, 0 at the end, or a negative errno. */
 int db_query_next(struct db_query *q, struct db_row *row);

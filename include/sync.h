@@ -27,6 +27,7 @@ struct map_result {
         uint64_t invalid;        /* rows dropped */
         uint64_t added, removed; /* dry runs: lines */
         uint64_t duration_ms;
+        bool streamed; /* rendered without SQLite's sort (order.h) */
 };
 
 struct render;
@@ -34,6 +35,7 @@ struct render;
 struct sync_cycle {
         const struct config *config;
         bool dry_run;
+        bool stream; /* try DB_QUERY_STREAM first */
         /* Log why rows were dropped from every map, not only from those that
          * changed (whose drops are news). Set it before sync_commit(). */
         bool report_all;

@@ -45,7 +45,7 @@ int check_run(const struct config *c) {
         unsigned n = 0;
         int r;
 
-        r = db_open(c->db_path, c->busy_timeout_ms, &db, &msg);
+        r = db_open_config(c, &db, &msg);
         if (r < 0)
                 n += problem(c, 0, "database %s: %s", c->db_path, msg);
 
@@ -83,7 +83,7 @@ int check_dry_run(const struct config *c) {
         const char *msg = NULL;
         int r, status = 0;
 
-        r = db_open(c->db_path, c->busy_timeout_ms, &db, &msg);
+        r = db_open_config(c, &db, &msg);
         if (r < 0) {
                 log_error("database %s unavailable: %s", c->db_path, msg);
                 return 1;

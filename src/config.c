@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <sys/stat.h>
 
+#include "db-pg.h"
 #include "util.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
@@ -23,6 +24,7 @@
 #define DEFAULT_HOOK_LOG_BYTES  65536
 #define DEFAULT_STATE_DIR       "/var/lib/mapsyncd"
 #define DEFAULT_MODE            0640
+#define DEFAULT_PG_CHANNEL      "mapsyncd"
 /* inih keeps this many bytes of a [section] header (MAX_SECTION - 1). */
 #define INI_SECTION_MAX 49
 
@@ -361,6 +363,19 @@ static void append_continuation(struct parser *p, char **field, const char *valu
                 p->oom = true;
 }
 
+/* A channel LISTEN and NOTIFY name alike without quoting: PostgreSQL
+ * folds an unquoted identifier to lower case. */
+static bool valid_channel(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 63 || (s[0] >= '0' && s[0] <= '9'))
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+                        return false;
+        return true;
+}
+
 static void handle_database(struct parser *p, const char *key, const char *value) {
         struct config *c = p->config;
 
@@ -368,8 +383,37 @@ static void handle_database(struct parser *p, const char *key, const char *value
                 set_string(&c->db_path, value, p);
         else if (streq(key, "busy_timeout_ms"))
                 set_number(p, key, value, 0, 3600000, &c->busy_timeout_ms);
-        else
-                error_at(p, p->line, "unknown key '%s' in [database] (expected path, busy_timeout_ms)", key);
+        else if (streq(key, "driver")) {
+                if (streq(value, "sqlite"))
+                        c->db_driver = DB_DRIVER_SQLITE;
+                else if (streq(value, "postgresql"))
+                        c->db_driver = DB_DRIVER_POSTGRESQL;
+                else
+                        error_at(p, p->line, "driver = %s: expected sqlite or postgresql", value);
+        } else if (streq(key, "conninfo")) {
+                const char *why = pg_conninfo_problem(value);
+                if (why)
+                        error_at(p, p->line, "conninfo: %s", why);
+                else
+                        set_string(&c->pg_conninfo, value, p);
+        } else if (streq(key, "passfile")) {
+                if (value[0] != '/')
+                        error_at(p, p->line, "passfile = %s is not an absolute path", value);
+                else
+                        set_string(&c->pg_passfile, value, p);
+        } else if (streq(key, "channel")) {
+                if (!valid_channel(value))
+                        error_at(p, p->line,
+                                 "channel = %s: expected a lower-case SQL identifier (a-z, 0-9, '_', at most 63 "
+                                 "bytes, not starting with a digit)",
+                                 value);
+                else
+                        set_string(&c->pg_channel, value, p);
+        } else
+                error_at(p, p->line,
+                         "unknown key '%s' in [database] (expected driver, path, busy_timeout_ms, conninfo, passfile, "
+                         "channel)",
+                         key);
 }
 
 static void handle_sync(struct parser *p, const char *key, const char *value) {
@@ -596,8 +640,24 @@ static void validate(struct parser *p) {
 
         if (!db)
                 error_at(p, p->line, "no [database] section (path = ... is required)");
-        else if (!c->db_path)
-                error_at(p, db->line, "[database] has no path");
+        else if (c->db_driver == DB_DRIVER_SQLITE) {
+                if (!c->db_path)
+                        error_at(p, db->line, "[database] has no path");
+                if (c->pg_conninfo || c->pg_passfile || c->pg_channel)
+                        error_at(p, db->line,
+                                 "[database] conninfo, passfile and channel are for driver = postgresql only");
+        } else {
+                if (c->db_path)
+                        error_at(p, db->line, "[database] path is for driver = sqlite; PostgreSQL takes conninfo");
+                if (!c->pg_conninfo)
+                        error_at(p, db->line, "[database] driver = postgresql needs conninfo");
+                else if (!c->db_path && asprintf(&c->db_path, "postgresql:%s", c->pg_conninfo) < 0) {
+                        c->db_path = NULL;
+                        p->oom = true;
+                }
+                if (!c->pg_channel && !(c->pg_channel = strdup(DEFAULT_PG_CHANNEL)))
+                        p->oom = true;
+        }
 
         if (c->max_delay_ms < c->debounce_ms)
                 error_at(p, section_lookup(p, "sync") ? section_lookup(p, "sync")->line : p->line,
@@ -795,6 +855,9 @@ struct config *config_free(struct config *c) {
         free(c->reloads);
         free(c->path);
         free(c->db_path);
+        free(c->pg_conninfo);
+        free(c->pg_passfile);
+        free(c->pg_channel);
         free(c->state_dir);
         free(c->metrics_file);
         free(c);

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "pglisten.h"
 #include "sync.h"
 #include "util.h"
 #include "watch.h"
@@ -52,6 +53,7 @@ struct daemon {
         int64_t data_version;
 
         struct watch *watch;
+        struct pglisten *listen; /* driver = postgresql: instead of watch */
         sd_event_source *debounce;
         sd_event_source *recheck;
         sd_event_source *retry_sync;
@@ -98,6 +100,8 @@ static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
         char held[300];
 
+        if (d->listen)
+                metrics_listening(d->metrics, pglisten_connected(d->listen), pglisten_n_connects(d->listen));
         if (d->config->metrics_file)
                 metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
@@ -108,6 +112,11 @@ static void daemon_update_status(struct daemon *d) {
                 held[0] = '\0';
         if (d->problem[0])
                 notify_status("%s; serving the last maps; %u hooks owed%s", d->problem, owed, held);
+        else if (d->listen && !pglisten_connected(d->listen))
+                notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
+                              "owed%s",
+                              d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed, held);
         else
                 notify_status("%zu maps, %u failed; %s; %u hooks owed%s", d->config->n_maps, d->n_maps_failed,
                               d->last_change[0] ? d->last_change : "no change since start", owed, held);
@@ -130,6 +139,9 @@ static void daemon_set_problem(struct daemon *d, const char *msgid, const char *
 }
 
 static void daemon_clear_problem(struct daemon *d) {
+        /* Maps read, but no notification comes until LISTEN is back. */
+        if (d->listen && !pglisten_connected(d->listen))
+                return;
         if (d->problem[0])
                 log_notice("database %s is available again", d->config->db_path);
         d->problem[0] = '\0';
@@ -164,6 +176,8 @@ static bool daemon_db_replaced(struct daemon *d) {
 
         if (!d->db)
                 return true;
+        if (d->config->db_driver != DB_DRIVER_SQLITE)
+                return false; /* a connection, not a file */
         if (stat(d->config->db_path, &st) < 0)
                 return true;
         return st.st_dev != d->db_dev || st.st_ino != d->db_ino || db_has_moved(d->db);
@@ -180,7 +194,7 @@ static int daemon_open_db(struct daemon *d) {
         }
         if (d->db)
                 return 0;
-        r = db_open(d->config->db_path, d->config->busy_timeout_ms, &d->db, &msg);
+        r = db_open_config(d->config, &d->db, &msg);
         if (r < 0) {
                 daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unavailable: %s", d->config->db_path, msg);
                 return r;
@@ -396,11 +410,61 @@ static void daemon_on_change(void *userdata, unsigned flags) {
         arm(d, &d->debounce, deadline, daemon_on_debounce);
 }
 
+/* PostgreSQL's change notifications: a NOTIFY is a change (debounced as
+ * inotify events are); after every (re)connect a full sync, as what was
+ * notified while nobody listened is lost. */
+static void daemon_on_pglisten(void *userdata, enum pglisten_event event, const char *detail) {
+        struct daemon *d = userdata;
+
+        switch (event) {
+        case PGLISTEN_CONNECTED:
+                log_info("PostgreSQL: listening on channel %s (%s)", d->config->pg_channel,
+                         pglisten_n_connects(d->listen) > 1 ? "reconnected; syncing" : "connected");
+                d->force = true;
+                if (d->stopping)
+                        return;
+                daemon_sync(d);
+                break;
+        case PGLISTEN_NOTIFIED:
+                log_debug("PostgreSQL: notification on %s (%s)", d->config->pg_channel, detail);
+                d->force = true;
+                daemon_on_change(d, 0);
+                break;
+        case PGLISTEN_LOST:
+                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s: no change notifications: %s; reconnecting",
+                                   d->config->db_path, detail);
+                daemon_update_status(d);
+                break;
+        }
+}
+
+static int daemon_listen(struct daemon *d) {
+        const struct config *c = d->config;
+        int r = pglisten_new(d->event, c->pg_conninfo, c->pg_passfile, c->pg_channel, daemon_on_pglisten, d,
+                             &d->listen);
+
+        if (r < 0)
+                log_error("Could not listen for PostgreSQL notifications: %s", strerror(-r));
+        return r;
+}
+
+static bool same_database(const struct config *a, const struct config *b) {
+        if (a->db_driver != b->db_driver || !streq(a->db_path, b->db_path) || a->busy_timeout_ms != b->busy_timeout_ms)
+                return false;
+        if (a->db_driver == DB_DRIVER_SQLITE)
+                return true;
+        return streq(a->pg_conninfo, b->pg_conninfo) && streq(a->pg_channel, b->pg_channel) &&
+               (a->pg_passfile == b->pg_passfile ||
+                (a->pg_passfile && b->pg_passfile && streq(a->pg_passfile, b->pg_passfile)));
+}
+
 static int daemon_on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
         if (!d->wal_written)
                 d->n_rechecks = RECHECK_SHORT; /* the poll itself comes again */
+        if (d->config->db_driver != DB_DRIVER_SQLITE)
+                d->force = true; /* nothing like data_version to ask */
         daemon_check(d);
         sd_event_source_set_time(s, usec + d->config->poll_interval_s * USEC_PER_SEC);
         sd_event_source_set_enabled(s, SD_EVENT_ON);
@@ -441,11 +505,15 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
                 return 0;
         }
         d->config = nc;
-        if (!streq(old->db_path, nc->db_path) || old->busy_timeout_ms != nc->busy_timeout_ms) {
+        if (!same_database(old, nc)) {
                 d->db = db_close(d->db);
                 d->watch = watch_free(d->watch);
+                d->listen = pglisten_free(d->listen);
+                disarm(d->rewatch);
                 d->problem[0] = '\0';
-                if (daemon_watch(d) < 0)
+                if (nc->db_driver != DB_DRIVER_SQLITE)
+                        (void)daemon_listen(d);
+                else if (daemon_watch(d) < 0)
                         arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         }
         config_free(old);
@@ -491,6 +559,7 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         disarm(d->rewatch);
         disarm(d->poll);
         d->watch = watch_free(d->watch);
+        d->listen = pglisten_free(d->listen);
         jobs_hold(d->jobs, true);
         d->first_cycle_done = true;
         daemon_maybe_done(d);
@@ -504,6 +573,7 @@ static struct daemon *daemon_free(struct daemon *d) {
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
         watch_free(d->watch);
+        pglisten_free(d->listen);
         sd_event_source_disable_unref(d->debounce);
         sd_event_source_disable_unref(d->recheck);
         sd_event_source_disable_unref(d->retry_sync);
@@ -554,7 +624,11 @@ static int daemon_setup(struct daemon *d) {
         if (r < 0)
                 return r;
         sd_event_source_set_enabled(d->recheck, SD_EVENT_OFF);
-        if (daemon_watch(d) < 0)
+        if (d->config->db_driver != DB_DRIVER_SQLITE) {
+                r = daemon_listen(d);
+                if (r < 0)
+                        return r;
+        } else if (daemon_watch(d) < 0)
                 arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         daemon_setup_poll(d);
         return 0;

@@ -1,17 +1,24 @@
-/* Read-only access to the admin panel's SQLite database. */
+/* Read-only access to the admin panel's SQLite database; a connection to
+ * PostgreSQL instead (driver = postgresql) hands each call to db-pg.c. */
 #include "db.h"
 
 #include <sqlite3.h>
 
+#include "config.h"
+#include "db-pg.h"
 #include "util.h"
 
 struct db {
+        struct pgdb *pg; /* driver = postgresql: everything goes there */
         sqlite3 *handle;
         char *path;
         char errmsg[512];
+        void *memo;
+        void (*free_memo)(void *memo);
 };
 
 struct db_query {
+        struct pgdb_query *pg;
         struct db *db;
         sqlite3_stmt *stmt;
 };
@@ -117,9 +124,33 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
         return 0;
 }
 
+int db_open_config(const struct config *c, struct db **ret, const char **errmsg) {
+        struct db *db;
+        int r;
+
+        if (c->db_driver == DB_DRIVER_SQLITE)
+                return db_open(c->db_path, c->busy_timeout_ms, ret, errmsg);
+        db = calloc(1, sizeof(*db));
+        if (!db) {
+                if (errmsg)
+                        *errmsg = "out of memory";
+                return -ENOMEM;
+        }
+        r = pgdb_open(c->pg_conninfo, c->pg_passfile, &db->pg, errmsg);
+        if (r < 0) {
+                free(db);
+                return r;
+        }
+        *ret = db;
+        return 0;
+}
+
 struct db *db_close(struct db *db) {
         if (!db)
                 return NULL;
+        if (db->memo && db->free_memo)
+                db->free_memo(db->memo);
+        pgdb_close(db->pg);
         sqlite3_close_v2(db->handle);
         free(db->path);
         free(db);
@@ -127,6 +158,8 @@ struct db *db_close(struct db *db) {
 }
 
 int db_begin(struct db *db) {
+        if (db->pg)
+                return pgdb_begin(db->pg);
         int rc = sqlite3_exec(db->handle, "BEGIN", NULL, NULL, NULL);
 
         if (rc != SQLITE_OK)
@@ -141,11 +174,17 @@ int db_begin(struct db *db) {
 }
 
 void db_end(struct db *db) {
+        if (db->pg) {
+                pgdb_end(db->pg);
+                return;
+        }
         if (!sqlite3_get_autocommit(db->handle))
                 sqlite3_exec(db->handle, "COMMIT", NULL, NULL, NULL);
 }
 
 const char *db_errmsg(struct db *db) {
+        if (db->pg)
+                return pgdb_errmsg(db->pg);
         return db->errmsg;
 }
 
@@ -153,6 +192,11 @@ int db_data_version(struct db *db, int64_t *ret) {
         sqlite3_stmt *stmt = NULL;
         int rc;
 
+        if (db->pg) {
+                /* PostgreSQL tells of changes by NOTIFY; nothing to compare. */
+                *ret = 0;
+                return 0;
+        }
         rc = sqlite3_prepare_v2(db->handle, "PRAGMA data_version", -1, &stmt, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(stmt);
@@ -166,15 +210,32 @@ int db_data_version(struct db *db, int64_t *ret) {
         return 0;
 }
 
+void *db_memo(const struct db *db) {
+        return db->memo;
+}
+
+void db_set_memo(struct db *db, void *memo, void (*free_memo)(void *memo)) {
+        if (db->memo && db->free_memo && db->memo != memo)
+                db->free_memo(db->memo);
+        db->memo = memo;
+        db->free_memo = free_memo;
+}
+
 bool db_has_moved(struct db *db) {
         int moved = 0;
 
+        if (db->pg)
+                return false;
         if (sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
                 return false;
         return moved != 0;
 }
 
 int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
+        return db_query_new_mode(db, sql, DB_QUERY_SORTED, ret);
+}
+
+int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, struct db_query **ret) {
         _cleanup_free_ char *body = strdup(sql), *wrapped = NULL;
         struct db_query *q;
         size_t n;
@@ -182,14 +243,30 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
 
         if (!body)
                 return -ENOMEM;
+        if (db->pg) {
+                struct pgdb_query *pq = NULL;
+                int r = pgdb_query_new(db->pg, sql, &pq);
+                if (r < 0)
+                        return r;
+                q = calloc(1, sizeof(*q));
+                if (!q) {
+                        pgdb_query_free(pq);
+                        return -ENOMEM;
+                }
+                q->db = db;
+                q->pg = pq;
+                *ret = q;
+                return 0;
+        }
         /* A trailing ';' would end the statement inside the wrapper. */
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
                 body[--n] = '\0';
         if (asprintf(&wrapped,
                      "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                     "SELECT k, v FROM mapsyncd_q ORDER BY lower(k) COLLATE BINARY, v COLLATE BINARY",
-                     body) < 0)
+                     "SELECT k, v FROM mapsyncd_q ORDER BY %s",
+                     body,
+                     mode == DB_QUERY_STREAM ? "k COLLATE BINARY" : "lower(k) COLLATE BINARY, v COLLATE BINARY") < 0)
                 return -ENOMEM;
 
         q = calloc(1, sizeof(*q));
@@ -211,7 +288,39 @@ int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
         return 0;
 }
 
+static enum db_type type_of(int t) {
+        switch (t) {
+        case SQLITE_INTEGER:
+                return DB_INTEGER;
+        case SQLITE_FLOAT:
+                return DB_REAL;
+        case SQLITE_BLOB:
+                return DB_BLOB;
+        case SQLITE_NULL:
+                return DB_NULL;
+        default:
+                return DB_TEXT;
+        }
+}
+
+bool db_is_utf8(struct db *db) {
+        sqlite3_stmt *stmt = NULL;
+        bool utf8 = false;
+
+        if (db->pg)
+                return false; /* sorted by PostgreSQL, never streamed */
+        if (sqlite3_prepare_v2(db->handle, "PRAGMA encoding", -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW) {
+                const unsigned char *e = sqlite3_column_text(stmt, 0);
+                utf8 = e && strcmp((const char *)e, "UTF-8") == 0;
+        }
+        sqlite3_finalize(stmt);
+        return utf8;
+}
+
 int db_query_next(struct db_query *q, struct db_row *row) {
+        if (q->pg)
+                return pgdb_query_next(q->pg, row);
         int rc = sqlite3_step(q->stmt);
 
         if (rc == SQLITE_DONE)
@@ -219,9 +328,16 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         if (rc != SQLITE_ROW)
                 return fail(q->db, rc);
 
-        /* The types before any conversion; text first, then its length:
-         * that order keeps the pointers valid. */
+        /* The types before any conversion; the number, then text, then its
+         * length: that order keeps the pointers valid. */
         int tk = sqlite3_column_type(q->stmt, 0), tv = sqlite3_column_type(q->stmt, 1);
+
+        row->key_type = type_of(tk);
+        row->value_type = type_of(tv);
+        if (tv == SQLITE_INTEGER)
+                row->value_int = sqlite3_column_int64(q->stmt, 1);
+        else if (tv == SQLITE_FLOAT)
+                row->value_real = sqlite3_column_double(q->stmt, 1);
 
         row->key = tk == SQLITE_NULL ? NULL : sqlite3_column_text(q->stmt, 0);
         row->key_len = row->key ? (size_t)sqlite3_column_bytes(q->stmt, 0) : 0;
@@ -235,6 +351,7 @@ int db_query_next(struct db_query *q, struct db_row *row) {
 struct db_query *db_query_free(struct db_query *q) {
         if (!q)
                 return NULL;
+        pgdb_query_free(q->pg);
         sqlite3_finalize(q->stmt);
         free(q);
         return NULL;

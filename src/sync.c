@@ -5,61 +5,171 @@
 
 #include "log.h"
 #include "notify.h"
+#include "order.h"
 #include "render.h"
 #include "util.h"
+
+/* What the cycles on one connection learnt about each map. */
+struct sync_memo_map {
+        char *name, *query;
+        unsigned stream_fails; /* cycles in a row whose rows broke the order */
+        unsigned stream_skip;  /* cycles still to sort before streaming again */
+};
+
+struct sync_memo {
+        bool utf8;
+        size_t n_maps;
+        struct sync_memo_map *maps;
+};
+
+static void memo_free(void *p) {
+        struct sync_memo *memo = p;
+
+        if (!memo)
+                return;
+        for (size_t i = 0; i < memo->n_maps; i++) {
+                free(memo->maps[i].name);
+                free(memo->maps[i].query);
+        }
+        free(memo->maps);
+        free(memo);
+}
+
+static bool memo_fits(const struct sync_memo *memo, const struct config *c) {
+        if (!memo || memo->n_maps != c->n_maps)
+                return false;
+        for (size_t i = 0; i < c->n_maps; i++)
+                if (strcmp(memo->maps[i].name, c->maps[i].name) != 0 ||
+                    strcmp(memo->maps[i].query, c->maps[i].query) != 0)
+                        return false;
+        return true;
+}
+
+/* The memory for this connection and configuration (a new one when the
+ * maps changed). */
+static struct sync_memo *memo_get(struct db *db, const struct config *c) {
+        struct sync_memo *memo = db_memo(db);
+
+        if (memo_fits(memo, c))
+                return memo;
+        memo = calloc(1, sizeof(*memo));
+        if (!memo)
+                return NULL;
+        memo->maps = calloc(c->n_maps, sizeof(*memo->maps));
+        memo->n_maps = c->n_maps;
+        for (size_t i = 0; memo->maps && i < c->n_maps; i++)
+                if (!(memo->maps[i].name = strdup(c->maps[i].name)) ||
+                    !(memo->maps[i].query = strdup(c->maps[i].query))) {
+                        memo->n_maps = i + 1;
+                        memo_free(memo);
+                        return NULL;
+                }
+        if (!memo->maps) {
+                free(memo);
+                return NULL;
+        }
+        memo->utf8 = db_is_utf8(db);
+        db_set_memo(db, memo, memo_free);
+        return memo;
+}
 
 static void map_failed(struct sync_cycle *cy, size_t i) {
         cy->results[i].status = MAP_FAILED;
         cy->outputs[i] = output_free(cy->outputs[i]);
 }
 
-/* Renders map i into a new output. */
-static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
+static void log_query_failed(struct db *db, const struct map_config *m) {
+        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                   "%s: query failed: %s; kept %s as it was", m->name, db_errmsg(db), m->output);
+}
+
+static int emit_row(void *userdata, const struct db_row *row) {
+        struct render *rd = userdata;
+
+        if ((rd->n_rows & 0xfff) == 0)
+                notify_watchdog_kick();
+        return render_row(rd, row); /* a write error is logged by output */
+}
+
+/* One rendering of map i into a new output, its rows in the given order.
+ * Returns 0, ORDER_BROKEN (DB_QUERY_STREAM only: nothing logged, the
+ * caller renders again), or a negative errno, logged. */
+static int render_pass(struct sync_cycle *cy, struct db *db, size_t i, enum db_query_mode mode, uint64_t *broken_at) {
         const struct map_config *m = &cy->config->maps[i];
-        struct map_result *res = &cy->results[i];
         struct db_query *q = NULL;
         struct render *rd = &cy->renders[i];
-        struct db_row row;
-        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        struct order_stream os;
+        struct db_row row = {0};
         int r;
 
         r = output_new(m, cy->dry_run, &cy->outputs[i]);
         if (r < 0) {
                 log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
                            "%s: Could not prepare %s: %s", m->name, m->output, strerror(-r));
-                map_failed(cy, i);
-                return;
+                return r;
         }
-        r = db_query_new(db, m->query, &q);
+        r = db_query_new_mode(db, m->query, mode, &q);
         if (r < 0) {
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
-                           "%s: query failed: %s; kept %s as it was", m->name, db_errmsg(db), m->output);
-                map_failed(cy, i);
-                return;
+                log_query_failed(db, m);
+                return r;
         }
 
         render_init(rd, m, output_write, cy->outputs[i]);
+        order_stream_init(&os, emit_row, rd);
         for (;;) {
                 int k = db_query_next(q, &row);
                 if (k < 0) {
-                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
-                                   "%s: query failed: %s; kept %s as it was", m->name, db_errmsg(db), m->output);
+                        log_query_failed(db, m);
                         r = k;
                         break;
                 }
                 if (k == 0)
                         break;
-                if ((rd->n_rows & 0xfff) == 0)
-                        notify_watchdog_kick();
-                r = render_row(rd, &row); /* a write error is logged by output */
+                r = mode == DB_QUERY_STREAM ? order_stream_add(&os, &row) : emit_row(rd, &row);
                 if (r < 0)
                         break;
         }
+        if (r == 0 && mode == DB_QUERY_STREAM)
+                r = order_stream_finish(&os);
+        if (r == ORDER_BROKEN)
+                *broken_at = os.n_broken_at;
+        order_stream_done(&os);
         if (r == 0)
                 r = render_finish(rd);
         if (r == 0)
                 r = output_finish(cy->outputs[i]);
         db_query_free(q);
+        return r;
+}
+
+/* Renders map i into a new output: streamed in index order when the map's
+ * rows allowed it last time, else (or when they no longer do) through
+ * SQLite's sort. Both give the same bytes (order.h). */
+static void render_map(struct sync_cycle *cy, struct db *db, struct sync_memo_map *mm, size_t i) {
+        const struct map_config *m = &cy->config->maps[i];
+        struct map_result *res = &cy->results[i];
+        struct render *rd = &cy->renders[i];
+        uint64_t start = now_usec(CLOCK_MONOTONIC), broken_at = 0;
+        int r = ORDER_BROKEN;
+
+        if (mm->stream_skip > 0)
+                mm->stream_skip--;
+        else if (cy->stream) {
+                r = render_pass(cy, db, i, DB_QUERY_STREAM, &broken_at);
+                res->streamed = r == 0;
+                if (r == ORDER_BROKEN) {
+                        /* Try again after 1, 2, 4... 64 cycles. */
+                        mm->stream_fails += mm->stream_fails < 6;
+                        mm->stream_skip = 1u << (mm->stream_fails - 1);
+                        log_debug("%s: row %llu is out of the canonical order: sorting the map", m->name,
+                                  (unsigned long long)broken_at);
+                        cy->outputs[i] = output_free(cy->outputs[i]);
+                        render_done(rd);
+                } else
+                        mm->stream_fails = 0;
+        }
+        if (r == ORDER_BROKEN)
+                r = render_pass(cy, db, i, DB_QUERY_SORTED, &broken_at);
 
         res->rows = rd->n_lines;
         res->invalid = rd->n_invalid;
@@ -84,6 +194,7 @@ static void render_map(struct sync_cycle *cy, struct db *db, size_t i) {
 
 int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret) {
         struct sync_cycle *cy;
+        struct sync_memo *memo;
         int r;
 
         cy = calloc(1, sizeof(*cy));
@@ -99,13 +210,20 @@ int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync
                 return -ENOMEM;
         }
 
+        memo = memo_get(db, c);
+        if (!memo) {
+                sync_cycle_free(cy);
+                return -ENOMEM;
+        }
         r = db_begin(db);
         if (r < 0) {
                 sync_cycle_free(cy);
                 return r;
         }
+        /* The stream's byte comparisons are UTF-8's. */
+        cy->stream = memo->utf8;
         for (size_t i = 0; i < c->n_maps; i++)
-                render_map(cy, db, i);
+                render_map(cy, db, &memo->maps[i], i);
         db_end(db);
 
         *ret = cy;

@@ -96,12 +96,13 @@ class Env:
     def output(self, name):
         return os.path.join(self.out, name)
 
-    def shipped_config(self, hooks=True, sync=None, map_extra=None):
-        """conf/mapsyncd.conf with its paths in this directory. With hooks,
-        each map's on_change appends "NAME SHA256 ROWS" to hooks.log instead
-        of running postmap. sync: {key: value} set in [sync]. map_extra:
-        {map: text} appended to that map's section."""
-        text = read(os.path.join(SRC, "conf", "mapsyncd.conf"))
+    def shipped_config(self, hooks=True, sync=None, map_extra=None, conf="mapsyncd.conf"):
+        """conf/mapsyncd.conf (or conf/CONF) with its paths in this
+        directory. With hooks, each map's on_change appends "NAME SHA256
+        ROWS" to hooks.log instead of running postmap. sync: {key: value}
+        set in [sync]. map_extra: {map: text} appended to that map's
+        section."""
+        text = read(os.path.join(SRC, "conf", conf))
         text = text.replace("/var/lib/mailadmin/database.sqlite", self.db)
         text = text.replace("/var/lib/mapsyncd", self.state)
         text = re.sub(r"/etc/(postfix|dovecot)/", self.out + "/", text)
