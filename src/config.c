@@ -26,7 +26,11 @@
 #define DEFAULT_MODE            0640
 #define DEFAULT_PG_CHANNEL      "mapsyncd"
 /* inih keeps this many bytes of a [section] header (MAX_SECTION - 1). */
-#define INI_SECTION_MAX 49
+#define INI_SECTION_MAX             49
+#define DEFAULT_API_LISTEN          "/run/mapsyncd/api.sock"
+#define DEFAULT_API_SOCKET_MODE     0660
+#define DEFAULT_API_MAX_CONNECTIONS 64
+#define DEFAULT_WEBHOOK_TIMEOUT_S   10
 
 enum section_kind {
         SECTION_NONE,
@@ -34,6 +38,8 @@ enum section_kind {
         SECTION_SYNC,
         SECTION_MAP,
         SECTION_RELOAD,
+        SECTION_API,
+        SECTION_WEBHOOK,
 };
 
 /* What the parser knows of the section a key belongs to. */
@@ -119,6 +125,8 @@ static bool valid_name(const char *s) {
         return true;
 }
 
+static int set_string(char **field, const char *value, struct parser *p);
+
 /* Registers the section of a header line: its kind, and a new map or
  * reload entry. */
 static void section_open(struct parser *p, const char *header) {
@@ -151,12 +159,19 @@ static void section_open(struct parser *p, const char *header) {
         } else if (strncmp(header, "reload ", 7) == 0) {
                 kind = SECTION_RELOAD;
                 name = header + 7;
+        } else if (streq(header, "api"))
+                kind = SECTION_API;
+        else if (strncmp(header, "webhook ", 8) == 0) {
+                kind = SECTION_WEBHOOK;
+                name = header + 8;
         }
 
         if (kind == SECTION_NONE)
                 p->n_bad_sections++;
         if (kind == SECTION_NONE && !reported)
-                error_at(p, p->line, "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
+                error_at(p, p->line,
+                         "unknown section [%s] (expected [database], [sync], [map NAME], [reload NAME], [api] or "
+                         "[webhook NAME])",
                          header);
         else if (name && !valid_name(name)) {
                 p->n_bad_sections++;
@@ -204,6 +219,21 @@ static void section_open(struct parser *p, const char *header) {
                 if (!r->name)
                         goto oom;
                 s->index = c->n_reloads++;
+        } else if (kind == SECTION_API) {
+                c->api.line = p->line;
+                if (!c->api.listen && set_string(&c->api.listen, DEFAULT_API_LISTEN, p) < 0)
+                        return;
+        } else if (kind == SECTION_WEBHOOK) {
+                struct webhook_config *w = grow(c->webhooks, c->n_webhooks, sizeof(*w));
+                if (!w)
+                        goto oom;
+                c->webhooks = w;
+                w = &w[c->n_webhooks];
+                *w = (struct webhook_config){.line = p->line, .timeout_s = DEFAULT_WEBHOOK_TIMEOUT_S};
+                w->name = strdup(name);
+                if (!w->name)
+                        goto oom;
+                s->index = c->n_webhooks++;
         }
         p->cur = s;
         return;
@@ -489,6 +519,50 @@ static void handle_map(struct parser *p, struct map_config *m, const char *key, 
                          key, m->name);
 }
 
+static void handle_api(struct parser *p, const char *key, const char *value) {
+        struct api_config *a = &p->config->api;
+
+        if (streq(key, "listen")) {
+                if (value[0] != '/' || value[strlen(value) - 1] == '/')
+                        error_at(p, p->line, "listen = %s is not an absolute socket path", value);
+                else if (strlen(value) >= 108) /* sizeof(sockaddr_un.sun_path) */
+                        error_at(p, p->line, "listen = %s is longer than a socket path may be (107 bytes)", value);
+                else
+                        set_string(&a->listen, value, p);
+        } else if (streq(key, "socket_mode")) {
+                if (parse_mode(value, &a->socket_mode) < 0 || a->socket_mode > 0777)
+                        error_at(p, p->line, "socket_mode = %s is not an octal mode such as 0660", value);
+        } else if (streq(key, "socket_group"))
+                set_group(p, value, &a->socket_group);
+        else if (streq(key, "max_connections"))
+                set_number(p, key, value, 1, 1024, &a->max_connections);
+        else
+                error_at(p, p->line,
+                         "unknown key '%s' in [api] (expected listen, socket_mode, socket_group, max_connections)",
+                         key);
+}
+
+static void handle_webhook(struct parser *p, struct webhook_config *w, const char *key, const char *value) {
+        if (streq(key, "url")) {
+                if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0)
+                        error_at(p, p->line, "url = %s: expected an http:// or https:// URL", value);
+                else
+                        set_string(&w->url, value, p);
+        } else if (streq(key, "secret_file")) {
+                if (value[0] != '/')
+                        error_at(p, p->line, "secret_file = %s is not an absolute path", value);
+                else
+                        set_string(&w->secret_file, value, p);
+        } else if (streq(key, "maps")) {
+                set_string(&w->map_names, value, p);
+                w->maps_line = p->line;
+        } else if (streq(key, "timeout_s"))
+                set_number(p, key, value, 1, 3600, &w->timeout_s);
+        else
+                error_at(p, p->line, "unknown key '%s' in [webhook %s] (expected url, secret_file, maps, timeout_s)",
+                         key, w->name);
+}
+
 /* Keys whose value may continue on indented lines, and so may start on
  * the next line after an empty "key =". */
 static bool multiline_key(enum section_kind kind, const char *key) {
@@ -578,6 +652,12 @@ static int parser_on_key(void *userdata, const char *section, const char *key, c
                         set_string(&c->reloads[s->index].command, value, p);
                 else
                         error_at(p, p->line, "unknown key '%s' in [%s] (expected command)", key, section);
+                break;
+        case SECTION_API:
+                handle_api(p, key, value);
+                break;
+        case SECTION_WEBHOOK:
+                handle_webhook(p, &c->webhooks[s->index], key, value);
                 break;
         case SECTION_NONE:
                 break;
@@ -683,6 +763,26 @@ static void validate(struct parser *p) {
         for (size_t i = 0; i < c->n_reloads; i++)
                 if (!c->reloads[i].command || !*c->reloads[i].command)
                         error_at(p, c->reloads[i].line, "[reload %s] has no command", c->reloads[i].name);
+        for (size_t i = 0; i < c->n_webhooks; i++) {
+                struct webhook_config *w = &c->webhooks[i];
+                _cleanup_free_ char *names = NULL;
+                char *save = NULL;
+
+                if (!w->url)
+                        error_at(p, w->line, "[webhook %s] has no url", w->name);
+                if (!w->secret_file)
+                        error_at(p, w->line, "[webhook %s] has no secret_file", w->name);
+                if (!w->map_names)
+                        continue;
+                names = strdup(w->map_names);
+                if (!names) {
+                        p->oom = true;
+                        return;
+                }
+                for (char *n = strtok_r(names, " \t,", &save); n; n = strtok_r(NULL, " \t,", &save))
+                        if (!config_find_map(c, n))
+                                error_at(p, w->maps_line, "maps = %s: there is no [map %s] section", n, n);
+        }
 }
 
 static int config_new(const char *name, struct config **ret) {
@@ -696,6 +796,9 @@ static int config_new(const char *name, struct config **ret) {
         c->hook_timeout_s = DEFAULT_HOOK_TIMEOUT_S;
         c->hook_log_lines = DEFAULT_HOOK_LOG_LINES;
         c->hook_log_bytes = DEFAULT_HOOK_LOG_BYTES;
+        c->api.socket_mode = DEFAULT_API_SOCKET_MODE;
+        c->api.socket_group = (gid_t)-1;
+        c->api.max_connections = DEFAULT_API_MAX_CONNECTIONS;
         c->path = strdup(name);
         c->state_dir = strdup(DEFAULT_STATE_DIR);
         if (!c->path || !c->state_dir) {
@@ -851,6 +954,14 @@ struct config *config_free(struct config *c) {
                 free(c->reloads[i].name);
                 free(c->reloads[i].command);
         }
+        for (size_t i = 0; i < c->n_webhooks; i++) {
+                free(c->webhooks[i].name);
+                free(c->webhooks[i].url);
+                free(c->webhooks[i].secret_file);
+                free(c->webhooks[i].map_names);
+        }
+        free(c->webhooks);
+        free(c->api.listen);
         free(c->maps);
         free(c->reloads);
         free(c->path);
@@ -869,4 +980,20 @@ const struct map_config *config_find_map(const struct config *c, const char *nam
                 if (streq(c->maps[i].name, name))
                         return &c->maps[i];
         return NULL;
+}
+
+bool config_webhook_covers(const struct webhook_config *w, const char *map) {
+        const char *s = w->map_names;
+        size_t len = strlen(map);
+
+        if (!s)
+                return true;
+        while (*s) {
+                size_t n = strcspn(s, " \t,");
+                if (n == len && strncmp(s, map, len) == 0)
+                        return true;
+                s += n;
+                s += strspn(s, " \t,");
+        }
+        return false;
 }

@@ -5,9 +5,11 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <time.h>
 
+#include "api.h"
 #include "db.h"
 #include "hook.h"
 #include "jobs.h"
@@ -18,6 +20,7 @@
 #include "sync.h"
 #include "util.h"
 #include "watch.h"
+#include "webhook.h"
 
 #define USEC_PER_MSEC 1000ULL
 #define USEC_PER_SEC  1000000ULL
@@ -75,6 +78,13 @@ struct daemon {
         char problem[512];
         char last_change[300];
         unsigned n_maps_failed;
+
+        /* The control API: cycles are numbered (generation); one may be
+         * asked for, to start at the next turn of the loop. */
+        uint64_t generation;
+        sd_event_source *sync_now, *sync_deadline;
+        struct api *api;
+        struct webhooks *webhooks;
 };
 
 static void daemon_sync(struct daemon *d);
@@ -167,7 +177,16 @@ static void daemon_maybe_done(struct daemon *d) {
 }
 
 static void daemon_on_jobs_idle(void *userdata) {
-        daemon_maybe_done(userdata);
+        struct daemon *d = userdata;
+
+        api_hooks_idle(d->api);
+        daemon_maybe_done(d);
+}
+
+static void daemon_on_hook(void *userdata, const char *label, const struct hook_result *res) {
+        struct daemon *d = userdata;
+
+        api_hook_done(d->api, label, res);
 }
 
 /* Whether the file at the database's path is no longer the one open. */
@@ -259,6 +278,9 @@ static void daemon_sync(struct daemon *d) {
         disarm(d->debounce);
         disarm(d->recheck);
         disarm(d->retry_sync);
+        disarm(d->sync_now);
+        disarm(d->sync_deadline);
+        d->generation++;
         d->burst_start = 0;
         d->force = false;
         d->wal_written = false;
@@ -287,6 +309,7 @@ static void daemon_sync(struct daemon *d) {
                            "sync failed: kept every map as it was");
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
                 daemon_schedule_retry(d);
+                api_cycle_end(d->api, d->generation, NULL);
                 goto done;
         }
         daemon_clear_problem(d);
@@ -307,6 +330,8 @@ static void daemon_sync(struct daemon *d) {
                    "sync: %u changed, %zu unchanged, %u failed in %llu ms", changed,
                    d->config->n_maps - changed - failed, failed, (unsigned long long)elapsed_ms(start));
         metrics_cycle(d->metrics, d->config, cy, now_usec(CLOCK_MONOTONIC) - start);
+        api_cycle_end(d->api, d->generation, cy);
+        webhooks_cycle(d->webhooks, d->generation, cy);
         sync_cycle_free(cy);
         if (failed)
                 daemon_schedule_retry(d);
@@ -504,6 +529,15 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
                 daemon_update_status(d);
                 return 0;
         }
+        if ((d->webhooks || nc->n_webhooks > 0) &&
+            (d->webhooks ? webhooks_set_config(d->webhooks, nc) : webhooks_new(d->event, nc, &d->webhooks)) < 0)
+                log_warning("webhooks: out of memory adopting the new configuration");
+        if (d->api && api_set_config(d->api, nc) < 0) {
+                /* Reported as the maps of the old config until the next reload. */
+                log_warning("api: out of memory adopting the new configuration");
+        }
+        if ((old->api.line == 0) != (nc->api.line == 0) || (old->api.line && !streq(old->api.listen, nc->api.listen)))
+                log_warning("[api] listen takes effect at the next start, not at a reload");
         d->config = nc;
         if (!same_database(old, nc)) {
                 d->db = db_close(d->db);
@@ -524,6 +558,100 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         daemon_sync(d);
         notify_ready();
         return 0;
+}
+
+static int daemon_on_sync_now(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct daemon *d = userdata;
+
+        d->force = true;
+        daemon_sync(d);
+        return 0;
+}
+
+/* A forced cycle, skipping the debounce: SYNC_GATHER_USEC after the first
+ * request, once the loop has nothing else to do (requests read in the
+ * meantime share it), and within SYNC_NOW_MAX_USEC whatever else comes in.
+ * Its generation goes to *ret. */
+#define SYNC_GATHER_USEC  (2 * USEC_PER_MSEC)
+#define SYNC_NOW_MAX_USEC (20 * USEC_PER_MSEC)
+static int daemon_request_sync(void *userdata, uint64_t *ret) {
+        struct daemon *d = userdata;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        int enabled = SD_EVENT_OFF, r;
+
+        if (d->stopping)
+                return -ESHUTDOWN;
+        if (!d->sync_now) {
+                r = sd_event_add_time(d->event, &d->sync_now, CLOCK_MONOTONIC, now + SYNC_GATHER_USEC, 0,
+                                      daemon_on_sync_now, d);
+                if (r >= 0)
+                        r = sd_event_source_set_priority(d->sync_now, SD_EVENT_PRIORITY_IDLE);
+                if (r < 0)
+                        return r;
+                arm(d, &d->sync_deadline, now + SYNC_NOW_MAX_USEC, daemon_on_sync_now);
+        } else if (sd_event_source_get_enabled(d->sync_now, &enabled) >= 0 && enabled == SD_EVENT_OFF) {
+                sd_event_source_set_time(d->sync_now, now + SYNC_GATHER_USEC);
+                sd_event_source_set_enabled(d->sync_now, SD_EVENT_ONESHOT);
+                arm(d, &d->sync_deadline, now + SYNC_NOW_MAX_USEC, daemon_on_sync_now);
+        }
+        *ret = d->generation + 1;
+        return 0;
+}
+
+static enum api_state daemon_api_state(void *userdata) {
+        struct daemon *d = userdata;
+        int due = SD_EVENT_OFF;
+
+        if (d->problem[0])
+                return API_STATE_DB_UNAVAILABLE;
+        if (d->sync_now && sd_event_source_get_enabled(d->sync_now, &due) < 0)
+                due = SD_EVENT_OFF;
+        if (due != SD_EVENT_OFF || jobs_running(d->jobs) > 0)
+                return API_STATE_SYNCING;
+        if (d->n_maps_failed > 0 || jobs_owed(d->jobs) > 0)
+                return API_STATE_RETRYING;
+        return API_STATE_IDLE;
+}
+
+static unsigned daemon_api_hooks_owed(void *userdata) {
+        struct daemon *d = userdata;
+
+        return jobs_owed(d->jobs);
+}
+
+static const struct api_ops daemon_api_ops = {
+        .request_sync = daemon_request_sync,
+        .state = daemon_api_state,
+        .hooks_owed = daemon_api_hooks_owed,
+};
+
+/* The API when [api] asks for it, on the socket systemd passed if any. */
+static int daemon_setup_api(struct daemon *d) {
+        int n = sd_listen_fds(true), fd = -1;
+
+        if (n < 0) {
+                log_warning("Could not take the sockets passed by systemd: %s", strerror(-n));
+                n = 0;
+        }
+        if (n > 0) {
+                fd = SD_LISTEN_FDS_START;
+                if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                        log_error("the socket passed by systemd is not a listening AF_UNIX stream socket");
+                        return -EINVAL;
+                }
+                for (int i = 1; i < n; i++)
+                        close(SD_LISTEN_FDS_START + i);
+                if (n > 1)
+                        log_warning("systemd passed %d sockets; using the first", n);
+        }
+        if (!d->config->api.line) {
+                if (fd >= 0) {
+                        log_warning("systemd passed a socket but the configuration has no [api] section: no API");
+                        close(fd);
+                }
+                return 0;
+        }
+        return api_new(d->event, d->config, fd, &daemon_api_ops, d, &d->api);
 }
 
 static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -558,6 +686,8 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         disarm(d->retry_sync);
         disarm(d->rewatch);
         disarm(d->poll);
+        disarm(d->sync_now);
+        disarm(d->sync_deadline);
         d->watch = watch_free(d->watch);
         d->listen = pglisten_free(d->listen);
         jobs_hold(d->jobs, true);
@@ -569,6 +699,10 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
 static struct daemon *daemon_free(struct daemon *d) {
         if (!d)
                 return NULL;
+        d->api = api_free(d->api);
+        d->webhooks = webhooks_free(d->webhooks);
+        sd_event_source_disable_unref(d->sync_now);
+        sd_event_source_disable_unref(d->sync_deadline);
         d->jobs = jobs_free(d->jobs);
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
@@ -602,6 +736,7 @@ static int daemon_setup(struct daemon *d) {
         if (r < 0)
                 return r;
         jobs_set_metrics(d->jobs, d->metrics);
+        jobs_set_hook_observer(d->jobs, daemon_on_hook, d);
         r = sd_event_add_signal(d->event, NULL, SIGTERM, daemon_on_sigterm, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->event, NULL, SIGINT, daemon_on_sigterm, d);
@@ -624,6 +759,14 @@ static int daemon_setup(struct daemon *d) {
         if (r < 0)
                 return r;
         sd_event_source_set_enabled(d->recheck, SD_EVENT_OFF);
+        r = daemon_setup_api(d);
+        if (r < 0)
+                return r;
+        if (d->config->n_webhooks > 0) {
+                r = webhooks_new(d->event, d->config, &d->webhooks);
+                if (r < 0)
+                        return r;
+        }
         if (d->config->db_driver != DB_DRIVER_SQLITE) {
                 r = daemon_listen(d);
                 if (r < 0)

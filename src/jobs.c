@@ -55,6 +55,8 @@ struct jobs {
         jobs_idle_fn idle;
         void *userdata;
         struct metrics *metrics;
+        jobs_hook_fn on_hook;
+        void *on_hook_userdata;
 };
 
 static void job_done(struct job *jb) {
@@ -607,6 +609,8 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
         free(run);
         if (j->metrics)
                 metrics_hook(j->metrics, jb ? jb->label : "unknown", res->outcome == HOOK_SUCCEEDED);
+        if (j->on_hook)
+                j->on_hook(j->on_hook_userdata, jb ? jb->label : "unknown", res);
         if (!jb) {
                 /* The config lost this hook while it ran. */
                 if (res->outcome != HOOK_SUCCEEDED)
@@ -626,6 +630,11 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
         } else
                 job_failed(j, jb);
         jobs_kick(j);
+}
+
+void jobs_set_hook_observer(struct jobs *j, jobs_hook_fn fn, void *userdata) {
+        j->on_hook = fn;
+        j->on_hook_userdata = userdata;
 }
 
 void jobs_set_metrics(struct jobs *j, struct metrics *m) {
