@@ -65,6 +65,31 @@ enum db_driver {
         DB_DRIVER_POSTGRESQL,
 };
 
+/* What the files of a [files NAME] set must hold. */
+enum files_content {
+        FILES_CONTENT_ANY,             /* any bytes but NUL */
+        FILES_CONTENT_PEM_PRIVATE_KEY, /* exactly one PEM private-key block */
+};
+
+/* [files NAME]: a directory of files, one per row of a two-column query
+ * (file name, file content). */
+struct files_config {
+        char *name;
+        unsigned line; /* line of the [files NAME] header */
+        char *directory;
+        char *query;
+        enum files_content content;
+        unsigned mode;
+        uid_t uid; /* (uid_t)-1: keep the process's own */
+        gid_t gid; /* (gid_t)-1: keep the process's own */
+        enum on_invalid on_invalid;
+        char *on_change;
+        char *reload_names; /* as written; resolved into reloads[] */
+        unsigned reload_line;
+        size_t *reloads; /* indices into config.reloads */
+        size_t n_reloads;
+};
+
 struct config {
         char *path;
         /* sqlite: the database file. postgresql: not a file, only a label
@@ -90,6 +115,8 @@ struct config {
         struct api_config api;
         struct webhook_config *webhooks;
         size_t n_webhooks;
+        struct files_config *files;
+        size_t n_files;
 };
 
 /* Problems found while loading, each "FILE:LINE: message". */
@@ -120,3 +147,6 @@ bool config_webhook_covers(const struct webhook_config *w, const char *map);
 
 /* Finds a map by name, or NULL. */
 const struct map_config *config_find_map(const struct config *c, const char *name);
+
+/* Finds a file set by name, or NULL. */
+const struct files_config *config_find_files(const struct config *c, const char *name);

@@ -31,6 +31,7 @@ struct map_result {
 };
 
 struct render;
+struct files_set;
 
 struct sync_cycle {
         const struct config *config;
@@ -42,6 +43,10 @@ struct sync_cycle {
         struct render *renders;
         struct output **outputs;
         struct map_result *results; /* one per map, config order */
+        /* [files NAME] sets, config order: rows = files, added and removed =
+         * files written and removed (dry runs: that would be). */
+        struct files_set **sets;
+        struct map_result *set_results;
 };
 
 /* Phase 1: opens a read transaction on db, renders every map into its
@@ -58,5 +63,5 @@ void sync_commit(struct sync_cycle *cycle);
 /* Frees; temporary files not committed are removed; NULL-safe. */
 struct sync_cycle *sync_cycle_free(struct sync_cycle *cycle);
 
-/* Counts of maps per status. */
+/* Counts of maps and file sets per status. */
 unsigned sync_count(const struct sync_cycle *cycle, enum map_status status);

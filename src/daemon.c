@@ -261,6 +261,14 @@ static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
                 if (n >= sizeof(names))
                         n = sizeof(names) - 1;
         }
+        for (size_t i = 0; i < d->config->n_files; i++) {
+                if (cy->set_results[i].status != MAP_CHANGED)
+                        continue;
+                n += (size_t)snprintf(names + n, n < sizeof(names) ? sizeof(names) - n : 0, "%s%s", n ? " " : "",
+                                      d->config->files[i].name);
+                if (n >= sizeof(names))
+                        n = sizeof(names) - 1;
+        }
         if (!names[0])
                 return;
         localtime_r(&t, &tm);
@@ -328,7 +336,8 @@ static void daemon_sync(struct daemon *d) {
                    LOG_FIELDS(.message_id = failed ? MSGID_SYNC_FAILED : MSGID_SYNC_DONE,
                               .duration_ms = (int64_t)elapsed_ms(start)),
                    "sync: %u changed, %zu unchanged, %u failed in %llu ms", changed,
-                   d->config->n_maps - changed - failed, failed, (unsigned long long)elapsed_ms(start));
+                   d->config->n_maps + d->config->n_files - changed - failed, failed,
+                   (unsigned long long)elapsed_ms(start));
         metrics_cycle(d->metrics, d->config, cy, now_usec(CLOCK_MONOTONIC) - start);
         api_cycle_end(d->api, d->generation, cy);
         webhooks_cycle(d->webhooks, d->generation, cy);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "files.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -18,13 +19,17 @@
  * may run at all). */
 #define LOCK_POLL_USEC  (100 * 1000ULL)
 #define LOCK_GRACE_USEC (5 * 1000000ULL)
+/* MAPSYNCD_CHANGED of a file set's hook is cut (at a name) past this
+ * size, below the kernel's limit of one environment string (128 KiB). */
+#define CHANGED_ENV_MAX 100000
 
 struct job {
         char *name;  /* map or reload name */
         char *label; /* for the log: "vmailbox" or "reload postfix" */
         bool is_reload;
+        bool is_files; /* a [files NAME] set's on_change */
         const char *command;
-        const char *output; /* maps only */
+        const char *output; /* maps: the file; file sets: the directory */
         bool owed;
         unsigned gen;         /* bumped each time it becomes owed */
         unsigned started_gen; /* gen when the running hook started */
@@ -35,7 +40,10 @@ struct job {
         bool force;               /* that wait is over: start all the same */
         char sha256[SHA256_HEX_LEN + 1];
         uint64_t rows;
-        bool *causes; /* reloads: per map (config order), whether its change made it owed */
+        /* reloads: per map, then per file set (config order), whether its
+         * change made it owed */
+        bool *causes;
+        char *changed; /* file sets: names written or removed while owed */
 };
 
 struct jobs {
@@ -63,6 +71,7 @@ static void job_done(struct job *jb) {
         free(jb->name);
         free(jb->label);
         free(jb->causes);
+        free(jb->changed);
 }
 
 static void jobs_clear(struct job *v, size_t n) {
@@ -71,16 +80,78 @@ static void jobs_clear(struct job *v, size_t n) {
         free(v);
 }
 
-static struct job *jobs_find(struct jobs *j, bool is_reload, const char *name) {
+static struct job *jobs_find_kind(struct jobs *j, bool is_reload, bool is_files, const char *name) {
         for (size_t i = 0; i < j->n_jobs; i++)
-                if (j->jobs[i].is_reload == is_reload && streq(j->jobs[i].name, name))
+                if (j->jobs[i].is_reload == is_reload && j->jobs[i].is_files == is_files &&
+                    streq(j->jobs[i].name, name))
                         return &j->jobs[i];
         return NULL;
 }
 
+static struct job *jobs_find(struct jobs *j, bool is_reload, const char *name) {
+        return jobs_find_kind(j, is_reload, false, name);
+}
+
+/* The jobs of file sets come after those of the maps and reloads. */
+static struct job *files_job(struct jobs *j, size_t index) {
+        return &j->jobs[j->n_maps + j->config->n_reloads + index];
+}
+
+/* A reload's causes: the maps (0..n_maps), then the file sets. */
+static size_t n_causes(const struct jobs *j) {
+        return j->n_maps + j->config->n_files;
+}
+
+static const struct job *cause_job(const struct jobs *j, size_t k) {
+        return k < j->n_maps ? &j->jobs[k] : &j->jobs[j->n_maps + j->config->n_reloads + (k - j->n_maps)];
+}
+
+/* The index among the causes of the map (else file set) called name in
+ * c, or -1. */
+static ssize_t cause_index(const struct config *c, const char *name) {
+        const struct map_config *mc = config_find_map(c, name);
+
+        if (mc)
+                return mc - c->maps;
+        for (size_t k = 0; k < c->n_files; k++)
+                if (streq(c->files[k].name, name))
+                        return (ssize_t)(c->n_maps + k);
+        return -1;
+}
+
+static const char *cause_name(const struct config *c, size_t k) {
+        return k < c->n_maps ? c->maps[k].name : c->files[k - c->n_maps].name;
+}
+
+/* Sets up job jb for file set f, taking over an old one's state. */
+static int files_job_init(struct jobs *j, struct job *jb, const struct files_config *f) {
+        struct job *old = jobs_find_kind(j, false, true, f->name);
+
+        jb->is_files = true;
+        jb->name = strdup(f->name);
+        if (!jb->name || asprintf(&jb->label, "files %s", f->name) < 0) {
+                jb->label = NULL;
+                return -ENOMEM;
+        }
+        jb->command = f->on_change;
+        jb->output = f->directory;
+        if (old) {
+                jb->owed = old->owed && jb->command;
+                jb->gen = old->gen;
+                jb->started_gen = old->started_gen;
+                jb->running = old->running;
+                jb->failures = old->failures;
+                jb->retry_at = old->retry_at;
+                jb->lock_wait_since = old->lock_wait_since;
+                jb->changed = old->changed;
+                old->changed = NULL;
+        }
+        return 0;
+}
+
 int jobs_set_config(struct jobs *j, const struct config *c) {
         size_t n = c->n_maps + c->n_reloads;
-        struct job *v = calloc(n + 1, sizeof(*v));
+        struct job *v = calloc(n + c->n_files + 1, sizeof(*v));
 
         if (!v)
                 return -ENOMEM;
@@ -92,7 +163,7 @@ int jobs_set_config(struct jobs *j, const struct config *c) {
                 jb->is_reload = is_reload;
                 jb->name = strdup(name);
                 if (is_reload)
-                        jb->causes = calloc(c->n_maps + 1, sizeof(*jb->causes));
+                        jb->causes = calloc(c->n_maps + c->n_files + 1, sizeof(*jb->causes));
                 if (!jb->name || (is_reload && !jb->causes) ||
                     asprintf(&jb->label, "%s%s", is_reload ? "reload " : "", name) < 0) {
                         jb->label = NULL;
@@ -116,17 +187,23 @@ int jobs_set_config(struct jobs *j, const struct config *c) {
                         jb->lock_wait_since = old->lock_wait_since;
                         jb->rows = old->rows;
                         memcpy(jb->sha256, old->sha256, sizeof(jb->sha256));
-                        /* Causes by map name: maps may have moved or gone. */
-                        for (size_t m = 0; is_reload && j->config && m < j->config->n_maps; m++) {
-                                const struct map_config *mc;
+                        /* Causes by name: maps and sets may have moved or gone. */
+                        for (size_t m = 0; is_reload && j->config && m < n_causes(j); m++) {
+                                ssize_t k;
                                 if (!old->causes[m])
                                         continue;
-                                mc = config_find_map(c, j->config->maps[m].name);
-                                if (mc)
-                                        jb->causes[mc - c->maps] = true;
+                                k = cause_index(c, cause_name(j->config, m));
+                                if (k >= 0)
+                                        jb->causes[k] = true;
                         }
                 }
         }
+        for (size_t k = 0; k < c->n_files; k++)
+                if (files_job_init(j, &v[n + k], &c->files[k]) < 0) {
+                        jobs_clear(v, n + k + 1);
+                        return -ENOMEM;
+                }
+        n += c->n_files;
         jobs_clear(j->jobs, j->n_jobs);
         j->jobs = v;
         j->n_jobs = n;
@@ -211,6 +288,8 @@ static bool job_owed_with(const struct jobs *j, const struct job *jb, const stru
                 return false;
         if (jb->owed)
                 return true;
+        if (jb->is_files)
+                return false; /* owed in memory by files_prepare() */
         if (!jb->is_reload)
                 return map_pending(cy, (size_t)(jb - j->jobs));
         for (size_t i = 0; i < j->n_maps; i++)
@@ -224,7 +303,7 @@ static bool job_owed_with(const struct jobs *j, const struct job *jb, const stru
 static bool reload_caused_by(const struct jobs *j, const struct job *rj, size_t map, const struct sync_cycle *cy) {
         if (rj->causes[map])
                 return true;
-        if (!map_pending(cy, map))
+        if (map >= j->n_maps || !map_pending(cy, map))
                 return false;
         for (size_t k = 0; k < j->config->maps[map].n_reloads; k++)
                 if (&j->jobs[j->n_maps + j->config->maps[map].reloads[k]] == rj)
@@ -234,9 +313,9 @@ static bool reload_caused_by(const struct jobs *j, const struct job *rj, size_t 
 
 /* Writes the owed set, counting as owed too the hooks that cy's maps
  * (NULL: none) owe once their new files are in place. Format (version 2):
- * comment lines, "version 2", then "map NAME" and "reload NAME [MAP...]"
- * (the maps that caused it), one a line. Version 1 had no version line
- * and no causes. */
+ * comment lines, "version 2", then "map NAME", "files NAME [CHANGED...]"
+ * and "reload NAME [CAUSE...]" (the maps and file sets that caused it),
+ * one a line. Version 1 had no version line and no causes. */
 static void jobs_save(struct jobs *j, const struct sync_cycle *cy) {
         _cleanup_free_ char *path = NULL, *tmp = NULL, *text = NULL;
         _cleanup_close_ int fd = -1, dir_fd = -1;
@@ -256,13 +335,24 @@ static void jobs_save(struct jobs *j, const struct sync_cycle *cy) {
                 if (!job_owed_with(j, jb, cy))
                         continue;
                 any = true;
+                if (jb->is_files) {
+                        /* "files NAME CHANGED...": the names are [A-Za-z0-9._-]. */
+                        if (str_append(&text, &len, "files ", 6) < 0 ||
+                            str_append(&text, &len, jb->name, strlen(jb->name)) < 0 ||
+                            (jb->changed && *jb->changed &&
+                             (str_append(&text, &len, " ", 1) < 0 ||
+                              str_append(&text, &len, jb->changed, strlen(jb->changed)) < 0)) ||
+                            str_append(&text, &len, "\n", 1) < 0)
+                                goto oom;
+                        continue;
+                }
                 if (str_append(&text, &len, jb->is_reload ? "reload " : "map ", jb->is_reload ? 7 : 4) < 0 ||
                     str_append(&text, &len, jb->name, strlen(jb->name)) < 0)
                         goto oom;
-                for (size_t m = 0; jb->is_reload && m < j->n_maps; m++)
+                for (size_t m = 0; jb->is_reload && m < n_causes(j); m++)
                         if (reload_caused_by(j, jb, m, cy) &&
                             (str_append(&text, &len, " ", 1) < 0 ||
-                             str_append(&text, &len, j->config->maps[m].name, strlen(j->config->maps[m].name)) < 0))
+                             str_append(&text, &len, cause_name(j->config, m), strlen(cause_name(j->config, m))) < 0))
                                 goto oom;
                 if (str_append(&text, &len, "\n", 1) < 0)
                         goto oom;
@@ -303,13 +393,20 @@ static void reload_guess_causes(struct jobs *j, struct job *rj) {
         size_t ri = (size_t)(rj - j->jobs) - j->n_maps;
         bool any = false;
 
-        for (int pass = 0; pass < 2 && !any; pass++)
+        for (int pass = 0; pass < 2 && !any; pass++) {
                 for (size_t i = 0; i < c->n_maps; i++)
                         for (size_t k = 0; k < c->maps[i].n_reloads; k++)
                                 if (c->maps[i].reloads[k] == ri && (pass == 1 || j->jobs[i].owed)) {
                                         rj->causes[i] = true;
                                         any = true;
                                 }
+                for (size_t i = 0; i < c->n_files; i++)
+                        for (size_t k = 0; k < c->files[i].n_reloads; k++)
+                                if (c->files[i].reloads[k] == ri && (pass == 1 || files_job(j, i)->owed)) {
+                                        rj->causes[c->n_maps + i] = true;
+                                        any = true;
+                                }
+        }
 }
 
 void jobs_load(struct jobs *j) {
@@ -359,6 +456,26 @@ void jobs_load(struct jobs *j) {
                         }
                         continue;
                 }
+                if (strncmp(line, "files ", 6) == 0) {
+                        char *sp = strchr(line + 6, ' ');
+
+                        if (sp)
+                                *sp = '\0';
+                        jb = jobs_find_kind(j, false, true, line + 6);
+                        if (!jb || !jb->command) {
+                                log_warning("%s:%u: owed hook of files %.64s, which the configuration no longer "
+                                            "has; ignored",
+                                            path, lineno, line + 6);
+                                continue;
+                        }
+                        free(jb->changed);
+                        jb->changed = strdup(sp ? sp + 1 : "");
+                        if (!jb->owed)
+                                n++;
+                        jb->owed = true;
+                        jb->gen++;
+                        continue;
+                }
                 if (strncmp(line, "map ", 4) == 0)
                         rest = line + 4;
                 else if (strncmp(line, "reload ", 7) == 0) {
@@ -380,15 +497,15 @@ void jobs_load(struct jobs *j) {
                         continue;
                 }
                 for (char *cause; (cause = strtok_r(NULL, " ", &save));) {
-                        const struct map_config *mc = config_find_map(j->config, cause);
+                        ssize_t k = cause_index(j->config, cause);
                         if (!is_reload)
                                 log_warning("%s:%u: text after the map's name; ignored", path, lineno);
-                        else if (!mc)
+                        else if (k < 0)
                                 log_warning("%s:%u: reload %s caused by map %.64s, which the configuration no longer "
                                             "has; ignored",
                                             path, lineno, name, cause);
                         else
-                                jb->causes[mc - j->config->maps] = true;
+                                jb->causes[k] = true;
                         if (!is_reload)
                                 break;
                 }
@@ -401,7 +518,10 @@ void jobs_load(struct jobs *j) {
                 log_error("Could not read owed hooks from %s: %m", path);
         for (size_t i = j->n_maps; i < j->n_jobs; i++) {
                 bool none = true;
-                for (size_t m = 0; m < j->n_maps; m++)
+
+                if (!j->jobs[i].is_reload)
+                        continue;
+                for (size_t m = 0; m < n_causes(j); m++)
                         none = none && !j->jobs[i].causes[m];
                 if (j->jobs[i].owed && none)
                         reload_guess_causes(j, &j->jobs[i]);
@@ -419,8 +539,70 @@ static void job_owe(struct job *jb) {
         jb->lock_wait_since = 0;
 }
 
+/* Adds the names of `more` that `*list` lacks. */
+static void names_merge(char **list, const char *more) {
+        _cleanup_free_ char *copy = strdup(more);
+        size_t len = *list ? strlen(*list) : 0;
+        char *save = NULL;
+
+        if (!copy)
+                return;
+        for (char *n = strtok_r(copy, " ", &save); n; n = strtok_r(NULL, " ", &save)) {
+                bool have = false;
+                size_t nl = strlen(n);
+
+                for (const char *p = *list; p && (p = strstr(p, n)); p += nl)
+                        if ((p == *list || p[-1] == ' ') && (p[nl] == ' ' || p[nl] == '\0')) {
+                                have = true;
+                                break;
+                        }
+                if (have)
+                        continue;
+                if ((len && str_append(list, &len, " ", 1) < 0) || str_append(list, &len, n, nl) < 0)
+                        return;
+        }
+}
+
+/* File sets: a changed set owes its on_change (with the names) and its
+ * reloads at once, before its commit: a commit that fails part-way may
+ * have put some of its files in place, so the set's hook stays owed
+ * whatever the commit gives. Returns whether any set changed. */
+static bool files_prepare(struct jobs *j, const struct sync_cycle *cy) {
+        const struct config *c = j->config;
+        bool changed = false;
+
+        for (size_t i = 0; i < c->n_files; i++) {
+                struct job *jb = files_job(j, i);
+
+                if (cy->set_results[i].status != MAP_CHANGED || !cy->sets[i])
+                        continue;
+                changed = true;
+                if (jb->command) {
+                        if (!jb->owed) {
+                                free(jb->changed);
+                                jb->changed = NULL;
+                        }
+                        job_owe(jb);
+                        names_merge(&jb->changed, files_changed_names(cy->sets[i]));
+                }
+                for (size_t k = 0; k < c->files[i].n_reloads; k++) {
+                        struct job *rj = &j->jobs[j->n_maps + c->files[i].reloads[k]];
+                        if (!rj->command)
+                                continue;
+                        job_owe(rj);
+                        rj->causes[c->n_maps + i] = true;
+                }
+        }
+        return changed;
+}
+
 void jobs_prepare(struct jobs *j, const struct sync_cycle *cy) {
         j->recorded = false;
+        if (files_prepare(j, cy)) {
+                jobs_save(j, cy);
+                j->recorded = true;
+                return;
+        }
         for (size_t i = 0; i < j->n_jobs; i++)
                 if (job_owed_with(j, &j->jobs[i], cy) && (!j->jobs[i].owed || j->jobs[i].is_reload)) {
                         jobs_save(j, cy);
@@ -474,6 +656,7 @@ static int jobs_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 struct job_run {
         struct jobs *jobs;
         bool is_reload;
+        bool is_files;
         char name[];
 };
 
@@ -488,9 +671,10 @@ static char *reload_causes_env(const struct jobs *j, const struct job *rj) {
 
         if (str_append(&text, &len, "MAPSYNCD_MAP=", 13) < 0)
                 return NULL;
-        for (size_t m = 0; m < j->n_maps; m++)
-                if (rj->causes[m] && ((len > 13 && str_append(&text, &len, " ", 1) < 0) ||
-                                      str_append(&text, &len, j->jobs[m].name, strlen(j->jobs[m].name)) < 0)) {
+        for (size_t m = 0; m < n_causes(j); m++)
+                if (rj->causes[m] &&
+                    ((len > 13 && str_append(&text, &len, " ", 1) < 0) ||
+                     str_append(&text, &len, cause_job(j, m)->name, strlen(cause_job(j, m)->name)) < 0)) {
                         free(text);
                         return NULL;
                 }
@@ -499,11 +683,35 @@ static char *reload_causes_env(const struct jobs *j, const struct job *rj) {
 
 static int job_start(struct jobs *j, struct job *jb) {
         _cleanup_free_ char *e_map = NULL, *e_out = NULL, *e_sha = NULL, *e_rows = NULL, *e_cause = NULL, *lock = NULL;
-        const char *env[4];
+        const char *env[5];
         size_t n_env = 0;
         int r;
 
-        if (jb->is_reload) {
+        if (jb->is_files) {
+                /* MAPSYNCD_FILES, MAPSYNCD_DIRECTORY, MAPSYNCD_CHANGED (names
+                 * only, never contents, cut at a name past CHANGED_ENV_MAX)
+                 * and then MAPSYNCD_CHANGED_TRUNCATED=1. */
+                const char *names = jb->changed ? jb->changed : "";
+                size_t len = strlen(names);
+                bool cut = len > CHANGED_ENV_MAX;
+
+                if (cut) {
+                        len = CHANGED_ENV_MAX;
+                        while (len > 0 && names[len] != ' ')
+                                len--;
+                }
+                if (asprintf(&e_cause, "MAPSYNCD_CHANGED=%.*s", (int)len, names) < 0)
+                        e_cause = NULL;
+                if (asprintf(&e_map, "MAPSYNCD_FILES=%s", jb->name) < 0)
+                        e_map = NULL;
+                if (asprintf(&e_out, "MAPSYNCD_DIRECTORY=%s", jb->output) < 0)
+                        e_out = NULL;
+                env[n_env++] = e_map;
+                env[n_env++] = e_out;
+                env[n_env++] = e_cause;
+                if (cut)
+                        env[n_env++] = "MAPSYNCD_CHANGED_TRUNCATED=1";
+        } else if (jb->is_reload) {
                 e_cause = reload_causes_env(j, jb);
                 if (asprintf(&e_map, "MAPSYNCD_RELOAD=%s", jb->name) < 0)
                         e_map = NULL;
@@ -528,8 +736,11 @@ static int job_start(struct jobs *j, struct job *jb) {
                         return -ENOMEM;
         /* One record per hook in the state directory: a hook never runs
          * twice at once, not even across a restart. */
-        if (state_dir_usable(j) &&
-            asprintf(&lock, "%s/hook-%s-%s.pid", j->config->state_dir, jb->is_reload ? "reload" : "map", jb->name) < 0)
+        if (state_dir_usable(j) && asprintf(&lock, "%s/hook-%s-%s.pid", j->config->state_dir,
+                                            jb->is_files    ? "files"
+                                            : jb->is_reload ? "reload"
+                                                            : "map",
+                                            jb->name) < 0)
                 lock = NULL;
         struct hook_spec spec = {
                 .name = jb->label,
@@ -549,6 +760,7 @@ static int job_start(struct jobs *j, struct job *jb) {
                 return -ENOMEM;
         run->jobs = j;
         run->is_reload = jb->is_reload;
+        run->is_files = jb->is_files;
         strcpy(run->name, jb->name);
         jb->running = true;
         jb->started_gen = jb->gen;
@@ -604,7 +816,7 @@ static void job_failed(struct jobs *j, struct job *jb) {
 static void job_on_done(void *userdata, const struct hook_result *res) {
         struct job_run *run = userdata;
         struct jobs *j = run->jobs;
-        struct job *jb = jobs_find(j, run->is_reload, run->name);
+        struct job *jb = jobs_find_kind(j, run->is_reload, run->is_files, run->name);
 
         free(run);
         if (j->metrics)
@@ -623,8 +835,10 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
                 jb->failures = 0;
                 if (jb->gen == jb->started_gen) {
                         jb->owed = false;
-                        for (size_t m = 0; jb->is_reload && m < j->n_maps; m++)
+                        for (size_t m = 0; jb->is_reload && m < n_causes(j); m++)
                                 jb->causes[m] = false;
+                        free(jb->changed);
+                        jb->changed = NULL;
                         jobs_save(j, NULL);
                 }
         } else
@@ -650,9 +864,11 @@ void jobs_hold(struct jobs *j, bool hold) {
 /* A reload waits until every map that caused it has had its on_change
  * succeed for its current content. Returns that map's job, or NULL. */
 static const struct job *reload_waits_for(const struct jobs *j, const struct job *rj) {
-        for (size_t m = 0; m < j->n_maps; m++)
-                if (rj->causes[m] && j->jobs[m].owed && j->jobs[m].command)
-                        return &j->jobs[m];
+        for (size_t m = 0; m < n_causes(j); m++) {
+                const struct job *cj = cause_job(j, m);
+                if (rj->causes[m] && cj->owed && cj->command)
+                        return cj;
+        }
         return NULL;
 }
 
@@ -670,7 +886,7 @@ void jobs_kick(struct jobs *j) {
                                 continue;
                         /* A map's hook waits for a cycle that rendered the
                          * map: its environment names the file's hash. */
-                        if (!jb->is_reload && !jb->sha256[0])
+                        if (!jb->is_reload && !jb->is_files && !jb->sha256[0])
                                 continue;
                         if (jb->is_reload && reload_waits_for(j, jb))
                                 continue;
@@ -724,10 +940,11 @@ unsigned jobs_held(const struct jobs *j, char *why, size_t size) {
                 why[0] = '\0';
         for (size_t i = j->n_maps; i < j->n_jobs; i++) {
                 const struct job *rj = &j->jobs[i], *mj;
-                if (!rj->owed || !rj->command || !(mj = reload_waits_for(j, rj)) || mj->failures == 0)
+                if (!rj->is_reload || !rj->owed || !rj->command || !(mj = reload_waits_for(j, rj)) || mj->failures == 0)
                         continue;
                 if (n++ == 0 && size)
-                        snprintf(why, size, "%s held back: the hook of map %s failed", rj->label, mj->name);
+                        snprintf(why, size, "%s held back: the hook of %s %s failed", rj->label,
+                                 mj->is_files ? "files" : "map", mj->name);
         }
         return n;
 }
