@@ -37,7 +37,7 @@ const char *pg_conninfo_problem(const char *conninfo) {
                 return msg;
         }
         for (PQconninfoOption *o = opts; o->keyword; o++)
-                if (streq(o->keyword, "password") && o->val)
+                if ((streq(o->keyword, "password") || streq(o->keyword, "sslpassword")) && o->val)
                         why = "holds a password; the configuration is no place for it: put it in a passfile "
                               "(passfile = ...) or use peer or certificate authentication";
         PQconninfoFree(opts);
