@@ -8,6 +8,7 @@
 #include "files.h"
 #include "log.h"
 #include "metrics.h"
+#include "replace.h"
 #include "util.h"
 
 #define STATE_FILE     "owed-hooks"
@@ -317,15 +318,15 @@ static bool reload_caused_by(const struct jobs *j, const struct job *rj, size_t 
  * and "reload NAME [CAUSE...]" (the maps and file sets that caused it),
  * one a line. Version 1 had no version line and no causes. */
 static void jobs_save(struct jobs *j, const struct sync_cycle *cy) {
-        _cleanup_free_ char *path = NULL, *tmp = NULL, *text = NULL;
-        _cleanup_close_ int fd = -1, dir_fd = -1;
+        _cleanup_free_ char *path = NULL, *text = NULL;
         static const char head[] = "# mapsyncd: hooks owed, run at the next start\nversion 2\n";
+        struct replace_meta meta = {.mode = 0600, .uid = (uid_t)-1, .gid = (gid_t)-1};
+        const char *step = NULL;
         size_t len = 0;
         bool any = false;
-        ssize_t w;
-        int err = 0;
+        int r;
 
-        if (!state_dir_usable(j) || state_path(j, "", &path) < 0 || state_path(j, ".XXXXXX", &tmp) < 0)
+        if (!state_dir_usable(j) || state_path(j, "", &path) < 0)
                 return;
 
         if (str_append(&text, &len, head, sizeof(head) - 1) < 0)
@@ -362,25 +363,11 @@ static void jobs_save(struct jobs *j, const struct sync_cycle *cy) {
                         log_error("Could not remove %s: %m", path);
                 return;
         }
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0) {
-                log_error("Could not record owed hooks in %s: %m", j->config->state_dir);
-                return;
-        }
-        w = write(fd, text, len);
-        if (w >= 0 && (size_t)w != len)
-                err = ENOSPC; /* a short write sets no errno */
-        else if (w < 0 || fsync(fd) < 0 || rename(tmp, path) < 0)
-                err = errno;
-        if (err) {
-                log_error("Could not record owed hooks in %s: %s", path, strerror(err));
-                unlink(tmp);
-                return;
-        }
-        dir_fd = open(j->config->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir_fd < 0 || fsync(dir_fd) < 0)
-                log_error("Could not fsync state_dir %s: %m; the owed hooks recorded in %s may not survive a crash",
-                          j->config->state_dir, path);
+        r = replace_file(path, text, len, &meta, &step);
+        if (r < 0)
+                log_error("Could not record owed hooks in %s (%s): %s", path, step, strerror(-r));
+        else if (r > 0) /* in place, but the directory's fsync failed */
+                log_error("Could not %s %s: the owed hooks recorded there may not survive a crash", step, path);
         return;
 oom:
         log_error("Could not record owed hooks in %s: out of memory", path);
@@ -539,28 +526,44 @@ static void job_owe(struct job *jb) {
         jb->lock_wait_since = 0;
 }
 
-/* Adds the names of `more` that `*list` lacks. */
+static int cmp_name(const void *a, const void *b) {
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* *list becomes the union of its names and those of `more`, sorted, each
+ * once, separated by one space. */
 static void names_merge(char **list, const char *more) {
-        _cleanup_free_ char *copy = strdup(more);
-        size_t len = *list ? strlen(*list) : 0;
+        _cleanup_free_ char *all = NULL, *out = NULL;
+        _cleanup_free_ char **v = NULL;
+        size_t len = 0, n = 0, cap = 0, out_len = 0;
         char *save = NULL;
 
-        if (!copy)
+        if ((*list && (str_append(&all, &len, *list, strlen(*list)) < 0 || str_append(&all, &len, " ", 1) < 0)) ||
+            str_append(&all, &len, more, strlen(more)) < 0)
                 return;
-        for (char *n = strtok_r(copy, " ", &save); n; n = strtok_r(NULL, " ", &save)) {
-                bool have = false;
-                size_t nl = strlen(n);
-
-                for (const char *p = *list; p && (p = strstr(p, n)); p += nl)
-                        if ((p == *list || p[-1] == ' ') && (p[nl] == ' ' || p[nl] == '\0')) {
-                                have = true;
-                                break;
-                        }
-                if (have)
+        for (char *t = strtok_r(all, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+                if (n == cap) {
+                        char **nv = reallocarray(v, cap ? 2 * cap : 16, sizeof(*v));
+                        if (!nv)
+                                return;
+                        v = nv;
+                        cap = cap ? 2 * cap : 16;
+                }
+                v[n++] = t;
+        }
+        if (n > 1)
+                qsort(v, n, sizeof(*v), cmp_name);
+        if (str_append(&out, &out_len, "", 0) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                if (i > 0 && streq(v[i], v[i - 1]))
                         continue;
-                if ((len && str_append(list, &len, " ", 1) < 0) || str_append(list, &len, n, nl) < 0)
+                if ((out_len && str_append(&out, &out_len, " ", 1) < 0) ||
+                    str_append(&out, &out_len, v[i], strlen(v[i])) < 0)
                         return;
         }
+        free(*list);
+        *list = TAKE_PTR(out);
 }
 
 /* File sets: a changed set owes its on_change (with the names) and its

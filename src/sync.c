@@ -103,10 +103,12 @@ static int render_pass(struct sync_cycle *cy, struct db *db, size_t i, enum db_q
         struct db_row row = {0};
         int r;
 
-        r = output_new(m, cy->dry_run, &cy->outputs[i]);
+        r = output_new_checked(cy->config, m, cy->dry_run, &cy->outputs[i]);
         if (r < 0) {
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
-                           "%s: Could not prepare %s: %s", m->name, m->output, strerror(-r));
+                /* output.c said why, naming the file; not out of memory. */
+                if (r == -ENOMEM)
+                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                                   "%s: Could not prepare %s: %s", m->name, m->output, strerror(-r));
                 return r;
         }
         r = db_query_new_mode(db, m->query, mode, &q);
@@ -141,6 +143,25 @@ static int render_pass(struct sync_cycle *cy, struct db *db, size_t i, enum db_q
                 r = output_finish(cy->outputs[i]);
         db_query_free(q);
         return r;
+}
+
+/* The shrink guard: a rendering with more than max_shrink percent fewer
+ * lines than the file is held back (a table emptied by a bug or a bad
+ * migration would bounce every address), unless SYNC_FORCE. A file of
+ * fewer than max_shrink_min_lines lines is exempt. */
+static bool shrink_guard(struct sync_cycle *cy, const struct map_config *m, struct map_result *res) {
+        uint64_t old = res->old_lines, now = res->rows;
+
+        if ((cy->flags & SYNC_FORCE) || m->max_shrink == 0 || old < m->max_shrink_min_lines || now >= old ||
+            (old - now) * 100 <= (uint64_t)m->max_shrink * old)
+                return false;
+        res->shrink_held = true;
+        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                   "%s: the new rendering has %llu lines, %s has %llu: %llu%% fewer, more than max_shrink = %u%%; "
+                   "kept it as it was (publish with mapsyncd --once --force, or SIGUSR2 to the daemon)",
+                   m->name, (unsigned long long)now, m->output, (unsigned long long)old,
+                   (unsigned long long)((old - now) * 100 / old), m->max_shrink);
+        return true;
 }
 
 /* Renders map i into a new output: streamed in index order when the map's
@@ -191,6 +212,22 @@ static void render_map(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
         }
         snprintf(res->sha256, sizeof(res->sha256), "%s", output_sha256(cy->outputs[i]));
         res->status = output_changed(cy->outputs[i]) ? MAP_CHANGED : MAP_UNCHANGED;
+        if (res->status != MAP_CHANGED)
+                return;
+        res->old_lines = output_old_lines(cy->outputs[i]);
+        if (shrink_guard(cy, m, res)) {
+                map_failed(cy, i);
+                return;
+        }
+        if ((cy->flags & SYNC_PACE) && !cy->dry_run && output_needs_pacing(cy->outputs[i])) {
+                log_submit(LOG_DEBUG, LOG_FIELDS(.map = m->name),
+                           "%s: %s was replaced in this second already; replacing it in the next one (Dovecot "
+                           "compares whole seconds)",
+                           m->name, m->output);
+                res->status = MAP_DEFERRED;
+                res->sha256[0] = '\0';
+                cy->outputs[i] = output_free(cy->outputs[i]);
+        }
 }
 
 /* Renders file set i: its rows are read and compared now, in the snapshot. */
@@ -239,6 +276,10 @@ static void commit_set(struct sync_cycle *cy, size_t i) {
 }
 
 int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret) {
+        return sync_render_flags(db, c, dry_run ? SYNC_DRY_RUN : 0, ret);
+}
+
+int sync_render_flags(struct db *db, const struct config *c, unsigned flags, struct sync_cycle **ret) {
         struct sync_cycle *cy;
         struct sync_memo *memo;
         int r;
@@ -247,7 +288,8 @@ int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync
         if (!cy)
                 return -ENOMEM;
         cy->config = c;
-        cy->dry_run = dry_run;
+        cy->flags = flags;
+        cy->dry_run = flags & SYNC_DRY_RUN;
         cy->outputs = calloc(c->n_maps, sizeof(*cy->outputs));
         cy->results = calloc(c->n_maps, sizeof(*cy->results));
         cy->renders = calloc(c->n_maps, sizeof(*cy->renders));
@@ -263,6 +305,7 @@ int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync
                 sync_cycle_free(cy);
                 return -ENOMEM;
         }
+        db_set_limits(db, c->max_key_bytes, c->max_value_bytes);
         r = db_begin(db);
         if (r < 0) {
                 sync_cycle_free(cy);
@@ -287,7 +330,7 @@ void sync_commit(struct sync_cycle *cy) {
                 struct output *o = cy->outputs[i];
                 uint64_t start = now_usec(CLOCK_MONOTONIC);
 
-                if (res->status == MAP_FAILED)
+                if (res->status == MAP_FAILED || res->status == MAP_DEFERRED)
                         continue;
                 render_log(&cy->renders[i], res->status == MAP_CHANGED || cy->report_all ? LOG_WARNING : LOG_DEBUG);
                 if (cy->dry_run) {
