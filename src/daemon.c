@@ -79,6 +79,7 @@ struct daemon {
 
 static void daemon_sync(struct daemon *d);
 static void daemon_detect_run(struct daemon *d);
+static void daemon_detect_soon(struct daemon *d);
 static void daemon_on_change(void *userdata, unsigned flags);
 
 static void arm(struct daemon *d, sd_event_source **s, uint64_t usec_abs, sd_event_time_handler_t fn) {
@@ -378,6 +379,10 @@ done:
         d->first_cycle_done = true;
         jobs_kick(d->jobs);
         daemon_update_status(d);
+        /* Run from another source (the API, the mtime pacing): the cycle
+         * changed what detection waits for. */
+        if (d->detect && !d->in_detect)
+                daemon_detect_soon(d);
 }
 
 /* Resolves the database's path again and watches what it names now. */
@@ -638,7 +643,6 @@ static int daemon_on_sync_now(sd_event_source *s, uint64_t usec, void *userdata)
         struct daemon *d = userdata;
 
         daemon_sync(d);
-        daemon_detect_run(d); /* the cycle changed what detection waits for */
         return 0;
 }
 
