@@ -421,7 +421,9 @@ class TestKilledMidUpdate(FilesTestCase):
         self.assert_consistent()
         left = e.key_files()
         self.assertTrue(set(names[:5]) <= set(left) and len(left) < self.N, left)
-        r = self.once()
+        # 25 of 30 domains gone: the maps' shrink guard holds them until
+        # --force (issue 11).
+        r = self.once("--force")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(e.key_files(), sorted(names[:5]))
         self.assertEqual(e.manifest(), sorted(names[:5]))
