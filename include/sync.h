@@ -10,6 +10,7 @@
 #include "config.h"
 #include "db.h"
 #include "output.h"
+#include "wal.h"
 
 enum map_status {
         MAP_UNCHANGED,
@@ -29,6 +30,15 @@ struct map_result {
 };
 
 struct render;
+struct sync_memo;
+
+/* Which maps a cycle renders. */
+enum sync_scope {
+        SYNC_FULL,    /* every map */
+        SYNC_CHANGED, /* only those whose tables changed since the last
+                       * committed cycle on this connection, when that can
+                       * be told exactly (WAL mode); else every map */
+};
 
 struct sync_cycle {
         const struct config *config;
@@ -38,8 +48,15 @@ struct sync_cycle {
          * changed (whose drops are news). Set it before sync_commit(). */
         bool report_all;
         struct render *renders;
-        struct output **outputs;
+        struct output **outputs;    /* NULL for a map not rendered */
         struct map_result *results; /* one per map, config order */
+        bool *rendered;             /* false: skipped, its tables did not
+                                     * change; results are the last ones */
+        /* For the next cycle (set by sync_render, kept by sync_commit). */
+        struct sync_memo *memo;
+        struct wal_pos pos;
+        bool pinned;
+        int64_t schema_version;
 };
 
 /* Phase 1: opens a read transaction on db, renders every map into its
@@ -48,6 +65,12 @@ struct sync_cycle {
  * others go on. Returns 0, or a negative errno when no snapshot could be
  * taken (database busy, corrupt...): then nothing was rendered. */
 int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret);
+
+/* The same, for the given scope: with SYNC_CHANGED a map whose tables did
+ * not change is not rendered (rendered[i] false, MAP_UNCHANGED, results
+ * of its last rendering). Dry runs always render every map. */
+int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum sync_scope scope,
+                      struct sync_cycle **ret);
 
 /* Phase 2: replaces each changed output (dry runs: computes the line
  * diff instead). A map whose replacement fails becomes MAP_FAILED. */

@@ -235,6 +235,8 @@ static void daemon_sync(struct daemon *d) {
         struct sync_cycle *cy = NULL;
         uint64_t start = now_usec(CLOCK_MONOTONIC);
         unsigned changed, failed;
+        /* Startup, signals, retries, lost events: every map. */
+        enum sync_scope scope = d->force || d->mode != DAEMON_WATCH ? SYNC_FULL : SYNC_CHANGED;
         int r;
 
         disarm(d->debounce);
@@ -249,7 +251,7 @@ static void daemon_sync(struct daemon *d) {
         if (r >= 0)
                 r = db_data_version(d->db, &d->data_version);
         if (r >= 0) {
-                r = sync_render(d->db, d->config, false, &cy);
+                r = sync_render_scope(d->db, d->config, false, scope, &cy);
                 if (r < 0)
                         daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unreadable: %s", d->config->db_path,
                                            db_errmsg(d->db));
