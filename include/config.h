@@ -2,6 +2,7 @@
  * the caller swaps in only when it is valid. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -39,9 +40,54 @@ struct map_config {
         size_t n_reloads;
 };
 
+/* [api]: the control API on an AF_UNIX socket. */
+struct api_config {
+        unsigned line; /* line of the [api] header; 0: no [api] section */
+        char *listen;  /* socket path (ignored when systemd passes a socket) */
+        unsigned socket_mode;
+        gid_t socket_group; /* (gid_t)-1: the process's own */
+        uint64_t max_connections;
+};
+
+/* [webhook NAME]: POSTs after a cycle that changed one of its maps. */
+struct webhook_config {
+        char *name;
+        unsigned line;
+        char *url;
+        char *secret_file;
+        char *map_names; /* as written; NULL: every map */
+        unsigned maps_line;
+        uint64_t timeout_s;
+};
+
 enum db_driver {
         DB_DRIVER_SQLITE,
         DB_DRIVER_POSTGRESQL,
+};
+
+/* What the files of a [files NAME] set must hold. */
+enum files_content {
+        FILES_CONTENT_ANY,             /* any bytes but NUL */
+        FILES_CONTENT_PEM_PRIVATE_KEY, /* exactly one PEM private-key block */
+};
+
+/* [files NAME]: a directory of files, one per row of a two-column query
+ * (file name, file content). */
+struct files_config {
+        char *name;
+        unsigned line; /* line of the [files NAME] header */
+        char *directory;
+        char *query;
+        enum files_content content;
+        unsigned mode;
+        uid_t uid; /* (uid_t)-1: keep the process's own */
+        gid_t gid; /* (gid_t)-1: keep the process's own */
+        enum on_invalid on_invalid;
+        char *on_change;
+        char *reload_names; /* as written; resolved into reloads[] */
+        unsigned reload_line;
+        size_t *reloads; /* indices into config.reloads */
+        size_t n_reloads;
 };
 
 struct config {
@@ -64,6 +110,11 @@ struct config {
         size_t n_maps;
         struct reload_config *reloads;
         size_t n_reloads;
+        struct api_config api;
+        struct webhook_config *webhooks;
+        size_t n_webhooks;
+        struct files_config *files;
+        size_t n_files;
 };
 
 /* Problems found while loading, each "FILE:LINE: message". */
@@ -89,5 +140,11 @@ int config_load(const char *path, struct config **ret, struct config_errors *err
 /* Frees a config; NULL-safe; returns NULL. */
 struct config *config_free(struct config *c);
 
+/* Whether webhook w covers map m (its maps key names it, or it has none). */
+bool config_webhook_covers(const struct webhook_config *w, const char *map);
+
 /* Finds a map by name, or NULL. */
 const struct map_config *config_find_map(const struct config *c, const char *name);
+
+/* Finds a file set by name, or NULL. */
+const struct files_config *config_find_files(const struct config *c, const char *name);

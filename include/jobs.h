@@ -44,6 +44,11 @@ struct metrics;
 /* Counts hook runs and failures there (NULL: not at all). */
 void jobs_set_metrics(struct jobs *j, struct metrics *m);
 
+/* Called after each hook run with its label ("vmailbox", "reload
+ * postfix") and result. */
+typedef void (*jobs_hook_fn)(void *userdata, const char *label, const struct hook_result *res);
+void jobs_set_hook_observer(struct jobs *j, jobs_hook_fn fn, void *userdata);
+
 unsigned jobs_owed(const struct jobs *j);
 unsigned jobs_running(const struct jobs *j);
 

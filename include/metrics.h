@@ -16,6 +16,10 @@ struct metrics *metrics_free(struct metrics *m);
 /* Records a sync cycle: cy is NULL when the database could not be read. */
 void metrics_cycle(struct metrics *m, const struct config *c, const struct sync_cycle *cy, uint64_t duration_usec);
 
+/* driver = postgresql: whether LISTEN is in place, and connections made
+ * since the start (the metrics file shows both only once this is called). */
+void metrics_listening(struct metrics *m, bool listening, uint64_t connects);
+
 /* Records a hook's end. */
 void metrics_hook(struct metrics *m, const char *hook, bool succeeded);
 

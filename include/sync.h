@@ -30,6 +30,7 @@ struct map_result {
 };
 
 struct render;
+struct files_set;
 struct sync_memo;
 
 /* Which maps a cycle renders. */
@@ -50,8 +51,13 @@ struct sync_cycle {
         struct render *renders;
         struct output **outputs;    /* NULL for a map not rendered */
         struct map_result *results; /* one per map, config order */
-        bool *rendered;             /* false: skipped, its tables did not
-                                     * change; results are the last ones */
+        /* [files NAME] sets, config order: rows = files, added and removed =
+         * files written and removed (dry runs: that would be). Rendered in
+         * every cycle. */
+        struct files_set **sets;
+        struct map_result *set_results;
+        bool *rendered; /* false: skipped, its tables did not
+                         * change; results are the last ones */
         /* For the next cycle (set by sync_render, kept by sync_commit). */
         struct sync_memo *memo;
         struct wal_pos pos;
@@ -79,5 +85,5 @@ void sync_commit(struct sync_cycle *cycle);
 /* Frees; temporary files not committed are removed; NULL-safe. */
 struct sync_cycle *sync_cycle_free(struct sync_cycle *cycle);
 
-/* Counts of maps per status. */
+/* Counts of maps and file sets per status. */
 unsigned sync_count(const struct sync_cycle *cycle, enum map_status status);

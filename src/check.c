@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "db.h"
+#include "files.h"
 #include "log.h"
 #include "sync.h"
 #include "util.h"
@@ -38,6 +39,16 @@ static const char *dir_problem(const char *dir) {
         return NULL;
 }
 
+/* ", N file sets" when there are any. */
+static const char *files_summary(const struct config *c) {
+        static char buf[64];
+
+        if (c->n_files == 0)
+                return "";
+        snprintf(buf, sizeof(buf), ", %zu file set%s", c->n_files, c->n_files == 1 ? "" : "s");
+        return buf;
+}
+
 int check_run(const struct config *c) {
         struct db *db = NULL;
         const char *msg = NULL, *why;
@@ -63,6 +74,19 @@ int check_run(const struct config *c) {
                         n += problem(c, m->line, "[map %s] cannot write into the directory of %s: %s", m->name,
                                      m->output, why);
         }
+        for (size_t i = 0; i < c->n_files; i++) {
+                const struct files_config *f = &c->files[i];
+                struct db_query *q = NULL;
+
+                if (db) {
+                        if (db_query_new(db, f->query, &q) < 0)
+                                n += problem(c, f->line, "[files %s] query: %s", f->name, db_errmsg(db));
+                        db_query_free(q);
+                }
+                if ((why = dir_problem(f->directory)))
+                        n += problem(c, f->line, "[files %s] cannot write into directory %s: %s", f->name, f->directory,
+                                     why);
+        }
         if (access(c->state_dir, F_OK) == 0 && (why = dir_problem(c->state_dir)))
                 n += problem(c, 0, "state_dir %s: %s", c->state_dir, why);
         else if (stat(c->state_dir, &st) == 0 &&
@@ -73,7 +97,7 @@ int check_run(const struct config *c) {
                              c->state_dir);
         db_close(db);
         if (n == 0)
-                printf("%s: OK: %zu maps, database %s\n", c->path, c->n_maps, c->db_path);
+                printf("%s: OK: %zu maps%s, database %s\n", c->path, c->n_maps, files_summary(c), c->db_path);
         return n ? 1 : 0;
 }
 
@@ -108,6 +132,26 @@ int check_dry_run(const struct config *c) {
                         printf("%s: would change: +%llu -%llu lines (%llu rows)\n", name,
                                (unsigned long long)res->added, (unsigned long long)res->removed,
                                (unsigned long long)res->rows);
+                        break;
+                case MAP_FAILED:
+                        printf("%s: failed\n", name);
+                        status = 1;
+                        break;
+                }
+        }
+        /* Names and counts only: never a file's content. */
+        for (size_t i = 0; i < c->n_files; i++) {
+                const struct map_result *res = &cy->set_results[i];
+                const char *name = c->files[i].name;
+
+                switch (res->status) {
+                case MAP_UNCHANGED:
+                        printf("%s: unchanged (%llu files)\n", name, (unsigned long long)res->rows);
+                        break;
+                case MAP_CHANGED:
+                        printf("%s: would change: %llu written, %llu removed (%llu files): %s\n", name,
+                               (unsigned long long)res->added, (unsigned long long)res->removed,
+                               (unsigned long long)res->rows, files_changed_names(cy->sets[i]));
                         break;
                 case MAP_FAILED:
                         printf("%s: failed\n", name);

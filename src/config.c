@@ -23,8 +23,13 @@
 #define DEFAULT_STATE_DIR       "/var/lib/mapsyncd"
 #define DEFAULT_MODE            0640
 #define DEFAULT_PG_CHANNEL      "mapsyncd"
+#define DEFAULT_FILES_MODE      0600
 /* inih keeps this many bytes of a [section] header (MAX_SECTION - 1). */
-#define INI_SECTION_MAX 49
+#define INI_SECTION_MAX             49
+#define DEFAULT_API_LISTEN          "/run/mapsyncd/api.sock"
+#define DEFAULT_API_SOCKET_MODE     0660
+#define DEFAULT_API_MAX_CONNECTIONS 64
+#define DEFAULT_WEBHOOK_TIMEOUT_S   10
 
 enum section_kind {
         SECTION_NONE,
@@ -32,13 +37,16 @@ enum section_kind {
         SECTION_SYNC,
         SECTION_MAP,
         SECTION_RELOAD,
+        SECTION_FILES,
+        SECTION_API,
+        SECTION_WEBHOOK,
 };
 
 /* What the parser knows of the section a key belongs to. */
 struct section {
         char *header; /* text between the brackets, as inih passes it */
         enum section_kind kind;
-        size_t index; /* into maps[] or reloads[] */
+        size_t index; /* into maps[], reloads[] or files[] */
         unsigned line;
         char **keys; /* keys seen, to reject repeats */
         size_t n_keys;
@@ -117,6 +125,31 @@ static bool valid_name(const char *s) {
         return true;
 }
 
+/* A new [files NAME] entry with its defaults; *index is set to it. */
+static int files_section_open(struct parser *p, const char *name, size_t *index) {
+        struct config *c = p->config;
+        struct files_config *f = grow(c->files, c->n_files, sizeof(*f));
+
+        if (!f)
+                return -ENOMEM;
+        c->files = f;
+        f = &f[c->n_files];
+        *f = (struct files_config){
+                .line = p->line,
+                .content = FILES_CONTENT_ANY,
+                .mode = DEFAULT_FILES_MODE,
+                .uid = (uid_t)-1,
+                .gid = (gid_t)-1,
+                .on_invalid = ON_INVALID_SKIP,
+        };
+        f->name = strdup(name);
+        if (!f->name)
+                return -ENOMEM;
+        *index = c->n_files++;
+        return 0;
+}
+static int set_string(char **field, const char *value, struct parser *p);
+
 /* Registers the section of a header line: its kind, and a new map or
  * reload entry. */
 static void section_open(struct parser *p, const char *header) {
@@ -149,12 +182,22 @@ static void section_open(struct parser *p, const char *header) {
         } else if (strncmp(header, "reload ", 7) == 0) {
                 kind = SECTION_RELOAD;
                 name = header + 7;
+        } else if (strncmp(header, "files ", 6) == 0) {
+                kind = SECTION_FILES;
+                name = header + 6;
+        } else if (streq(header, "api"))
+                kind = SECTION_API;
+        else if (strncmp(header, "webhook ", 8) == 0) {
+                kind = SECTION_WEBHOOK;
+                name = header + 8;
         }
 
         if (kind == SECTION_NONE)
                 p->n_bad_sections++;
         if (kind == SECTION_NONE && !reported)
-                error_at(p, p->line, "unknown section [%s] (expected [database], [sync], [map NAME] or [reload NAME])",
+                error_at(p, p->line,
+                         "unknown section [%s] (expected [database], [sync], [map NAME], [files NAME], [reload "
+                         "NAME], [api] or [webhook NAME])",
                          header);
         else if (name && !valid_name(name)) {
                 p->n_bad_sections++;
@@ -202,6 +245,24 @@ static void section_open(struct parser *p, const char *header) {
                 if (!r->name)
                         goto oom;
                 s->index = c->n_reloads++;
+        } else if (kind == SECTION_FILES) {
+                if (files_section_open(p, name, &s->index) < 0)
+                        goto oom;
+        } else if (kind == SECTION_API) {
+                c->api.line = p->line;
+                if (!c->api.listen && set_string(&c->api.listen, DEFAULT_API_LISTEN, p) < 0)
+                        return;
+        } else if (kind == SECTION_WEBHOOK) {
+                struct webhook_config *w = grow(c->webhooks, c->n_webhooks, sizeof(*w));
+                if (!w)
+                        goto oom;
+                c->webhooks = w;
+                w = &w[c->n_webhooks];
+                *w = (struct webhook_config){.line = p->line, .timeout_s = DEFAULT_WEBHOOK_TIMEOUT_S};
+                w->name = strdup(name);
+                if (!w->name)
+                        goto oom;
+                s->index = c->n_webhooks++;
         }
         p->cur = s;
         return;
@@ -483,10 +544,95 @@ static void handle_map(struct parser *p, struct map_config *m, const char *key, 
                          key, m->name);
 }
 
+static void handle_files(struct parser *p, struct files_config *f, const char *key, const char *value) {
+        if (streq(key, "directory")) {
+                if (value[0] != '/' || strspn(value, "/") == strlen(value))
+                        error_at(p, p->line, "directory = %s is not an absolute directory path other than /", value);
+                else
+                        set_string(&f->directory, value, p);
+        } else if (streq(key, "query"))
+                set_string(&f->query, value, p);
+        else if (streq(key, "content")) {
+                if (streq(value, "any"))
+                        f->content = FILES_CONTENT_ANY;
+                else if (streq(value, "pem-private-key"))
+                        f->content = FILES_CONTENT_PEM_PRIVATE_KEY;
+                else
+                        error_at(p, p->line, "content = %s: expected any or pem-private-key", value);
+        } else if (streq(key, "mode")) {
+                if (parse_mode(value, &f->mode) < 0)
+                        error_at(p, p->line, "mode = %s is not an octal file mode such as 0600", value);
+        } else if (streq(key, "owner"))
+                set_owner(p, value, &f->uid);
+        else if (streq(key, "group"))
+                set_group(p, value, &f->gid);
+        else if (streq(key, "on_invalid")) {
+                if (streq(value, "skip"))
+                        f->on_invalid = ON_INVALID_SKIP;
+                else if (streq(value, "fail"))
+                        f->on_invalid = ON_INVALID_FAIL;
+                else
+                        error_at(p, p->line, "on_invalid = %s: expected skip or fail", value);
+        } else if (streq(key, "on_change"))
+                set_string(&f->on_change, value, p);
+        else if (streq(key, "reload")) {
+                set_string(&f->reload_names, value, p);
+                f->reload_line = p->line;
+        } else
+                error_at(p, p->line,
+                         "unknown key '%s' in [files %s] (expected directory, query, content, mode, owner, group, "
+                         "on_invalid, on_change, reload)",
+                         key, f->name);
+}
+
+static void handle_api(struct parser *p, const char *key, const char *value) {
+        struct api_config *a = &p->config->api;
+
+        if (streq(key, "listen")) {
+                if (value[0] != '/' || value[strlen(value) - 1] == '/')
+                        error_at(p, p->line, "listen = %s is not an absolute socket path", value);
+                else if (strlen(value) >= 108) /* sizeof(sockaddr_un.sun_path) */
+                        error_at(p, p->line, "listen = %s is longer than a socket path may be (107 bytes)", value);
+                else
+                        set_string(&a->listen, value, p);
+        } else if (streq(key, "socket_mode")) {
+                if (parse_mode(value, &a->socket_mode) < 0 || a->socket_mode > 0777)
+                        error_at(p, p->line, "socket_mode = %s is not an octal mode such as 0660", value);
+        } else if (streq(key, "socket_group"))
+                set_group(p, value, &a->socket_group);
+        else if (streq(key, "max_connections"))
+                set_number(p, key, value, 1, 1024, &a->max_connections);
+        else
+                error_at(p, p->line,
+                         "unknown key '%s' in [api] (expected listen, socket_mode, socket_group, max_connections)",
+                         key);
+}
+
+static void handle_webhook(struct parser *p, struct webhook_config *w, const char *key, const char *value) {
+        if (streq(key, "url")) {
+                if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0)
+                        error_at(p, p->line, "url = %s: expected an http:// or https:// URL", value);
+                else
+                        set_string(&w->url, value, p);
+        } else if (streq(key, "secret_file")) {
+                if (value[0] != '/')
+                        error_at(p, p->line, "secret_file = %s is not an absolute path", value);
+                else
+                        set_string(&w->secret_file, value, p);
+        } else if (streq(key, "maps")) {
+                set_string(&w->map_names, value, p);
+                w->maps_line = p->line;
+        } else if (streq(key, "timeout_s"))
+                set_number(p, key, value, 1, 3600, &w->timeout_s);
+        else
+                error_at(p, p->line, "unknown key '%s' in [webhook %s] (expected url, secret_file, maps, timeout_s)",
+                         key, w->name);
+}
+
 /* Keys whose value may continue on indented lines, and so may start on
  * the next line after an empty "key =". */
 static bool multiline_key(enum section_kind kind, const char *key) {
-        return (kind == SECTION_MAP && (streq(key, "query") || streq(key, "on_change"))) ||
+        return ((kind == SECTION_MAP || kind == SECTION_FILES) && (streq(key, "query") || streq(key, "on_change"))) ||
                (kind == SECTION_RELOAD && streq(key, "command"));
 }
 
@@ -537,6 +683,8 @@ static int parser_on_key(void *userdata, const char *section, const char *key, c
                         field = NULL;
                 else if (s->kind == SECTION_RELOAD)
                         field = &c->reloads[s->index].command;
+                else if (s->kind == SECTION_FILES)
+                        field = streq(key, "query") ? &c->files[s->index].query : &c->files[s->index].on_change;
                 else if (streq(key, "query"))
                         field = &c->maps[s->index].query;
                 else
@@ -567,11 +715,20 @@ static int parser_on_key(void *userdata, const char *section, const char *key, c
         case SECTION_MAP:
                 handle_map(p, &c->maps[s->index], key, value);
                 break;
+        case SECTION_FILES:
+                handle_files(p, &c->files[s->index], key, value);
+                break;
         case SECTION_RELOAD:
                 if (streq(key, "command"))
                         set_string(&c->reloads[s->index].command, value, p);
                 else
                         error_at(p, p->line, "unknown key '%s' in [%s] (expected command)", key, section);
+                break;
+        case SECTION_API:
+                handle_api(p, key, value);
+                break;
+        case SECTION_WEBHOOK:
+                handle_webhook(p, &c->webhooks[s->index], key, value);
                 break;
         case SECTION_NONE:
                 break;
@@ -579,14 +736,15 @@ static int parser_on_key(void *userdata, const char *section, const char *key, c
         return 1;
 }
 
-static void resolve_reloads(struct parser *p, struct map_config *m) {
+static void resolve_reload_names(struct parser *p, const char *reload_names, unsigned reload_line, size_t **reloads,
+                                 size_t *n_reloads) {
         const struct config *c = p->config;
         _cleanup_free_ char *names = NULL;
         char *save = NULL;
 
-        if (!m->reload_names)
+        if (!reload_names)
                 return;
-        names = strdup(m->reload_names);
+        names = strdup(reload_names);
         if (!names) {
                 p->oom = true;
                 return;
@@ -598,17 +756,21 @@ static void resolve_reloads(struct parser *p, struct map_config *m) {
                         if (streq(c->reloads[i].name, n))
                                 break;
                 if (i == c->n_reloads) {
-                        error_at(p, m->reload_line, "reload = %s: there is no [reload %s] section", n, n);
+                        error_at(p, reload_line, "reload = %s: there is no [reload %s] section", n, n);
                         continue;
                 }
-                v = grow(m->reloads, m->n_reloads, sizeof(*v));
+                v = grow(*reloads, *n_reloads, sizeof(*v));
                 if (!v) {
                         p->oom = true;
                         return;
                 }
-                m->reloads = v;
-                m->reloads[m->n_reloads++] = i;
+                *reloads = v;
+                (*reloads)[(*n_reloads)++] = i;
         }
+}
+
+static void resolve_reloads(struct parser *p, struct map_config *m) {
+        resolve_reload_names(p, m->reload_names, m->reload_line, &m->reloads, &m->n_reloads);
 }
 
 /* Whether two absolute paths name one file, as far as their text tells:
@@ -624,6 +786,81 @@ static bool same_path(const char *a, const char *b) {
                 if (!*a)
                         return true;
                 a++, b++;
+        }
+}
+
+/* Whether path (a file) lies directly in directory dir, by their text. */
+static bool in_directory(const char *path, const char *dir) {
+        _cleanup_free_ char *copy = strdup(path);
+        char *slash;
+
+        if (!copy)
+                return false;
+        slash = strrchr(copy, '/');
+        if (!slash)
+                return false;
+        if (slash == copy)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        return same_path(copy, dir);
+}
+
+/* Whether two directory paths are one by their text; trailing '/' aside. */
+static bool same_dir(const char *a, const char *b) {
+        _cleanup_free_ char *x = strdup(a), *y = strdup(b);
+
+        if (!x || !y)
+                return false;
+        for (size_t n = strlen(x); n > 1 && x[n - 1] == '/'; n--)
+                x[n - 1] = '\0';
+        for (size_t n = strlen(y); n > 1 && y[n - 1] == '/'; n--)
+                y[n - 1] = '\0';
+        return same_path(x, y);
+}
+
+/* [files NAME]: required keys, reloads, and a directory that holds no
+ * other output, the database, the configuration or the state: a row may
+ * name any file in it. */
+static void validate_files(struct parser *p) {
+        struct config *c = p->config;
+
+        for (size_t i = 0; i < c->n_files; i++) {
+                struct files_config *f = &c->files[i];
+                _cleanup_free_ char *dir = NULL;
+
+                if (!f->directory)
+                        error_at(p, f->line, "[files %s] has no directory", f->name);
+                if (!f->query || !*f->query)
+                        error_at(p, f->line, "[files %s] has no query", f->name);
+                resolve_reload_names(p, f->reload_names, f->reload_line, &f->reloads, &f->n_reloads);
+                if (!f->directory)
+                        continue;
+                dir = strdup(f->directory);
+                if (!dir) {
+                        p->oom = true;
+                        return;
+                }
+                for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
+                        dir[n - 1] = '\0';
+                if (c->db_driver == DB_DRIVER_SQLITE && c->db_path && in_directory(c->db_path, dir))
+                        error_at(p, f->line, "[files %s] directory %s holds the database %s", f->name, dir, c->db_path);
+                if (p->name[0] == '/' && in_directory(p->name, dir))
+                        error_at(p, f->line, "[files %s] directory %s holds the configuration %s", f->name, dir,
+                                 p->name);
+                if (c->state_dir && same_dir(c->state_dir, dir))
+                        error_at(p, f->line, "[files %s] directory %s is the state_dir", f->name, dir);
+                if (c->metrics_file && in_directory(c->metrics_file, dir))
+                        error_at(p, f->line, "[files %s] directory %s holds the metrics_file %s", f->name, dir,
+                                 c->metrics_file);
+                for (size_t j = 0; j < c->n_maps; j++)
+                        if (c->maps[j].output && in_directory(c->maps[j].output, dir))
+                                error_at(p, f->line, "[files %s] directory %s holds the output of [map %s]", f->name,
+                                         dir, c->maps[j].name);
+                for (size_t j = 0; j < i; j++)
+                        if (c->files[j].directory && same_dir(c->files[j].directory, dir))
+                                error_at(p, f->line, "[files %s] writes into %s, as [files %s] does already", f->name,
+                                         dir, c->files[j].name);
         }
 }
 
@@ -658,8 +895,8 @@ static void validate(struct parser *p) {
                          "max_delay_ms (%llu) is shorter than debounce_ms (%llu)", (unsigned long long)c->max_delay_ms,
                          (unsigned long long)c->debounce_ms);
 
-        if (c->n_maps == 0 && p->n_bad_sections == 0)
-                error_at(p, p->line, "no [map NAME] section: nothing to write");
+        if (c->n_maps == 0 && c->n_files == 0 && p->n_bad_sections == 0)
+                error_at(p, p->line, "no [map NAME] section (nor [files NAME]): nothing to write");
 
         for (size_t i = 0; i < c->n_maps; i++) {
                 struct map_config *m = &c->maps[i];
@@ -677,6 +914,27 @@ static void validate(struct parser *p) {
         for (size_t i = 0; i < c->n_reloads; i++)
                 if (!c->reloads[i].command || !*c->reloads[i].command)
                         error_at(p, c->reloads[i].line, "[reload %s] has no command", c->reloads[i].name);
+        validate_files(p);
+        for (size_t i = 0; i < c->n_webhooks; i++) {
+                struct webhook_config *w = &c->webhooks[i];
+                _cleanup_free_ char *names = NULL;
+                char *save = NULL;
+
+                if (!w->url)
+                        error_at(p, w->line, "[webhook %s] has no url", w->name);
+                if (!w->secret_file)
+                        error_at(p, w->line, "[webhook %s] has no secret_file", w->name);
+                if (!w->map_names)
+                        continue;
+                names = strdup(w->map_names);
+                if (!names) {
+                        p->oom = true;
+                        return;
+                }
+                for (char *n = strtok_r(names, " \t,", &save); n; n = strtok_r(NULL, " \t,", &save))
+                        if (!config_find_map(c, n))
+                                error_at(p, w->maps_line, "maps = %s: there is no [map %s] section", n, n);
+        }
 }
 
 static int config_new(const char *name, struct config **ret) {
@@ -688,6 +946,9 @@ static int config_new(const char *name, struct config **ret) {
         c->debounce_ms = DEFAULT_DEBOUNCE_MS;
         c->max_delay_ms = DEFAULT_MAX_DELAY_MS;
         c->hook_timeout_s = DEFAULT_HOOK_TIMEOUT_S;
+        c->api.socket_mode = DEFAULT_API_SOCKET_MODE;
+        c->api.socket_group = (gid_t)-1;
+        c->api.max_connections = DEFAULT_API_MAX_CONNECTIONS;
         c->path = strdup(name);
         c->state_dir = strdup(DEFAULT_STATE_DIR);
         if (!c->path || !c->state_dir) {
@@ -843,6 +1104,24 @@ struct config *config_free(struct config *c) {
                 free(c->reloads[i].name);
                 free(c->reloads[i].command);
         }
+        for (size_t i = 0; i < c->n_files; i++) {
+                struct files_config *f = &c->files[i];
+                free(f->name);
+                free(f->directory);
+                free(f->query);
+                free(f->on_change);
+                free(f->reload_names);
+                free(f->reloads);
+        }
+        free(c->files);
+        for (size_t i = 0; i < c->n_webhooks; i++) {
+                free(c->webhooks[i].name);
+                free(c->webhooks[i].url);
+                free(c->webhooks[i].secret_file);
+                free(c->webhooks[i].map_names);
+        }
+        free(c->webhooks);
+        free(c->api.listen);
         free(c->maps);
         free(c->reloads);
         free(c->path);
@@ -861,4 +1140,27 @@ const struct map_config *config_find_map(const struct config *c, const char *nam
                 if (streq(c->maps[i].name, name))
                         return &c->maps[i];
         return NULL;
+}
+
+const struct files_config *config_find_files(const struct config *c, const char *name) {
+        for (size_t i = 0; i < c->n_files; i++)
+                if (streq(c->files[i].name, name))
+                        return &c->files[i];
+        return NULL;
+}
+
+bool config_webhook_covers(const struct webhook_config *w, const char *map) {
+        const char *s = w->map_names;
+        size_t len = strlen(map);
+
+        if (!s)
+                return true;
+        while (*s) {
+                size_t n = strcspn(s, " \t,");
+                if (n == len && strncmp(s, map, len) == 0)
+                        return true;
+                s += n;
+                s += strspn(s, " \t,");
+        }
+        return false;
 }

@@ -5,18 +5,22 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <time.h>
 
+#include "api.h"
 #include "db.h"
 #include "hook.h"
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "pglisten.h"
 #include "sync.h"
 #include "util.h"
 #include "watch.h"
+#include "webhook.h"
 
 #define USEC_PER_MSEC 1000ULL
 #define USEC_PER_SEC  1000000ULL
@@ -52,6 +56,7 @@ struct daemon {
         int64_t data_version;
 
         struct watch *watch;
+        struct pglisten *listen; /* driver = postgresql: instead of watch */
         sd_event_source *debounce;
         sd_event_source *recheck;
         sd_event_source *retry_sync;
@@ -73,6 +78,13 @@ struct daemon {
         char problem[512];
         char last_change[300];
         unsigned n_maps_failed;
+
+        /* The control API: cycles are numbered (generation); one may be
+         * asked for, to start at the next turn of the loop. */
+        uint64_t generation;
+        sd_event_source *sync_now, *sync_deadline;
+        struct api *api;
+        struct webhooks *webhooks;
 };
 
 static void daemon_sync(struct daemon *d);
@@ -97,12 +109,19 @@ static void disarm(sd_event_source *s) {
 static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
 
+        if (d->listen)
+                metrics_listening(d->metrics, pglisten_connected(d->listen), pglisten_n_connects(d->listen));
         if (d->config->metrics_file)
                 metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
                 return;
         if (d->problem[0])
                 notify_status("%s; serving the last maps; %u hooks owed", d->problem, owed);
+        else if (d->listen && !pglisten_connected(d->listen))
+                notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
+                              "owed",
+                              d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed);
         else
                 notify_status("%zu maps, %u failed; %s; %u hooks owed", d->config->n_maps, d->n_maps_failed,
                               d->last_change[0] ? d->last_change : "no change since start", owed);
@@ -125,6 +144,9 @@ static void daemon_set_problem(struct daemon *d, const char *msgid, const char *
 }
 
 static void daemon_clear_problem(struct daemon *d) {
+        /* Maps read, but no notification comes until LISTEN is back. */
+        if (d->listen && !pglisten_connected(d->listen))
+                return;
         if (d->problem[0])
                 log_notice("database %s is available again", d->config->db_path);
         d->problem[0] = '\0';
@@ -148,7 +170,16 @@ static void daemon_maybe_done(struct daemon *d) {
 }
 
 static void daemon_on_jobs_idle(void *userdata) {
-        daemon_maybe_done(userdata);
+        struct daemon *d = userdata;
+
+        api_hooks_idle(d->api);
+        daemon_maybe_done(d);
+}
+
+static void daemon_on_hook(void *userdata, const char *label, const struct hook_result *res) {
+        struct daemon *d = userdata;
+
+        api_hook_done(d->api, label, res);
 }
 
 /* Whether the file at the database's path is no longer the one open. */
@@ -223,6 +254,14 @@ static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
                 if (n >= sizeof(names))
                         n = sizeof(names) - 1;
         }
+        for (size_t i = 0; i < d->config->n_files; i++) {
+                if (cy->set_results[i].status != MAP_CHANGED)
+                        continue;
+                n += (size_t)snprintf(names + n, n < sizeof(names) ? sizeof(names) - n : 0, "%s%s", n ? " " : "",
+                                      d->config->files[i].name);
+                if (n >= sizeof(names))
+                        n = sizeof(names) - 1;
+        }
         if (!names[0])
                 return;
         localtime_r(&t, &tm);
@@ -242,6 +281,9 @@ static void daemon_sync(struct daemon *d) {
         disarm(d->debounce);
         disarm(d->recheck);
         disarm(d->retry_sync);
+        disarm(d->sync_now);
+        disarm(d->sync_deadline);
+        d->generation++;
         d->burst_start = 0;
         d->force = false;
         d->wal_written = false;
@@ -268,6 +310,7 @@ static void daemon_sync(struct daemon *d) {
                            "sync failed: kept every map as it was");
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
                 daemon_schedule_retry(d);
+                api_cycle_end(d->api, d->generation, NULL);
                 goto done;
         }
         daemon_clear_problem(d);
@@ -285,8 +328,11 @@ static void daemon_sync(struct daemon *d) {
                    LOG_FIELDS(.message_id = failed ? MSGID_SYNC_FAILED : MSGID_SYNC_DONE,
                               .duration_ms = (int64_t)elapsed_ms(start)),
                    "sync: %u changed, %zu unchanged, %u failed in %llu ms", changed,
-                   d->config->n_maps - changed - failed, failed, (unsigned long long)elapsed_ms(start));
+                   d->config->n_maps + d->config->n_files - changed - failed, failed,
+                   (unsigned long long)elapsed_ms(start));
         metrics_cycle(d->metrics, d->config, cy, now_usec(CLOCK_MONOTONIC) - start);
+        api_cycle_end(d->api, d->generation, cy);
+        webhooks_cycle(d->webhooks, d->generation, cy);
         sync_cycle_free(cy);
         if (failed)
                 daemon_schedule_retry(d);
@@ -390,11 +436,61 @@ static void daemon_on_change(void *userdata, unsigned flags) {
         arm(d, &d->debounce, deadline, daemon_on_debounce);
 }
 
+/* PostgreSQL's change notifications: a NOTIFY is a change (debounced as
+ * inotify events are); after every (re)connect a full sync, as what was
+ * notified while nobody listened is lost. */
+static void daemon_on_pglisten(void *userdata, enum pglisten_event event, const char *detail) {
+        struct daemon *d = userdata;
+
+        switch (event) {
+        case PGLISTEN_CONNECTED:
+                log_info("PostgreSQL: listening on channel %s (%s)", d->config->pg_channel,
+                         pglisten_n_connects(d->listen) > 1 ? "reconnected; syncing" : "connected");
+                d->force = true;
+                if (d->stopping)
+                        return;
+                daemon_sync(d);
+                break;
+        case PGLISTEN_NOTIFIED:
+                log_debug("PostgreSQL: notification on %s (%s)", d->config->pg_channel, detail);
+                d->force = true;
+                daemon_on_change(d, 0);
+                break;
+        case PGLISTEN_LOST:
+                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s: no change notifications: %s; reconnecting",
+                                   d->config->db_path, detail);
+                daemon_update_status(d);
+                break;
+        }
+}
+
+static int daemon_listen(struct daemon *d) {
+        const struct config *c = d->config;
+        int r = pglisten_new(d->event, c->pg_conninfo, c->pg_passfile, c->pg_channel, daemon_on_pglisten, d,
+                             &d->listen);
+
+        if (r < 0)
+                log_error("Could not listen for PostgreSQL notifications: %s", strerror(-r));
+        return r;
+}
+
+static bool same_database(const struct config *a, const struct config *b) {
+        if (a->db_driver != b->db_driver || !streq(a->db_path, b->db_path) || a->busy_timeout_ms != b->busy_timeout_ms)
+                return false;
+        if (a->db_driver == DB_DRIVER_SQLITE)
+                return true;
+        return streq(a->pg_conninfo, b->pg_conninfo) && streq(a->pg_channel, b->pg_channel) &&
+               (a->pg_passfile == b->pg_passfile ||
+                (a->pg_passfile && b->pg_passfile && streq(a->pg_passfile, b->pg_passfile)));
+}
+
 static int daemon_on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
         if (!d->wal_written)
                 d->n_rechecks = RECHECK_SHORT; /* the poll itself comes again */
+        if (d->config->db_driver != DB_DRIVER_SQLITE)
+                d->force = true; /* nothing like data_version to ask */
         daemon_check(d);
         sd_event_source_set_time(s, usec + d->config->poll_interval_s * USEC_PER_SEC);
         sd_event_source_set_enabled(s, SD_EVENT_ON);
@@ -432,12 +528,25 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
                 daemon_update_status(d);
                 return 0;
         }
+        if ((d->webhooks || nc->n_webhooks > 0) &&
+            (d->webhooks ? webhooks_set_config(d->webhooks, nc) : webhooks_new(d->event, nc, &d->webhooks)) < 0)
+                log_warning("webhooks: out of memory adopting the new configuration");
+        if (d->api && api_set_config(d->api, nc) < 0) {
+                /* Reported as the maps of the old config until the next reload. */
+                log_warning("api: out of memory adopting the new configuration");
+        }
+        if ((old->api.line == 0) != (nc->api.line == 0) || (old->api.line && !streq(old->api.listen, nc->api.listen)))
+                log_warning("[api] listen takes effect at the next start, not at a reload");
         d->config = nc;
-        if (!streq(old->db_path, nc->db_path) || old->busy_timeout_ms != nc->busy_timeout_ms) {
+        if (!same_database(old, nc)) {
                 d->db = db_close(d->db);
                 d->watch = watch_free(d->watch);
+                d->listen = pglisten_free(d->listen);
+                disarm(d->rewatch);
                 d->problem[0] = '\0';
-                if (daemon_watch(d) < 0)
+                if (nc->db_driver != DB_DRIVER_SQLITE)
+                        (void)daemon_listen(d);
+                else if (daemon_watch(d) < 0)
                         arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         }
         config_free(old);
@@ -448,6 +557,100 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         daemon_sync(d);
         notify_ready();
         return 0;
+}
+
+static int daemon_on_sync_now(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct daemon *d = userdata;
+
+        d->force = true;
+        daemon_sync(d);
+        return 0;
+}
+
+/* A forced cycle, skipping the debounce: SYNC_GATHER_USEC after the first
+ * request, once the loop has nothing else to do (requests read in the
+ * meantime share it), and within SYNC_NOW_MAX_USEC whatever else comes in.
+ * Its generation goes to *ret. */
+#define SYNC_GATHER_USEC  (2 * USEC_PER_MSEC)
+#define SYNC_NOW_MAX_USEC (20 * USEC_PER_MSEC)
+static int daemon_request_sync(void *userdata, uint64_t *ret) {
+        struct daemon *d = userdata;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        int enabled = SD_EVENT_OFF, r;
+
+        if (d->stopping)
+                return -ESHUTDOWN;
+        if (!d->sync_now) {
+                r = sd_event_add_time(d->event, &d->sync_now, CLOCK_MONOTONIC, now + SYNC_GATHER_USEC, 0,
+                                      daemon_on_sync_now, d);
+                if (r >= 0)
+                        r = sd_event_source_set_priority(d->sync_now, SD_EVENT_PRIORITY_IDLE);
+                if (r < 0)
+                        return r;
+                arm(d, &d->sync_deadline, now + SYNC_NOW_MAX_USEC, daemon_on_sync_now);
+        } else if (sd_event_source_get_enabled(d->sync_now, &enabled) >= 0 && enabled == SD_EVENT_OFF) {
+                sd_event_source_set_time(d->sync_now, now + SYNC_GATHER_USEC);
+                sd_event_source_set_enabled(d->sync_now, SD_EVENT_ONESHOT);
+                arm(d, &d->sync_deadline, now + SYNC_NOW_MAX_USEC, daemon_on_sync_now);
+        }
+        *ret = d->generation + 1;
+        return 0;
+}
+
+static enum api_state daemon_api_state(void *userdata) {
+        struct daemon *d = userdata;
+        int due = SD_EVENT_OFF;
+
+        if (d->problem[0])
+                return API_STATE_DB_UNAVAILABLE;
+        if (d->sync_now && sd_event_source_get_enabled(d->sync_now, &due) < 0)
+                due = SD_EVENT_OFF;
+        if (due != SD_EVENT_OFF || jobs_running(d->jobs) > 0)
+                return API_STATE_SYNCING;
+        if (d->n_maps_failed > 0 || jobs_owed(d->jobs) > 0)
+                return API_STATE_RETRYING;
+        return API_STATE_IDLE;
+}
+
+static unsigned daemon_api_hooks_owed(void *userdata) {
+        struct daemon *d = userdata;
+
+        return jobs_owed(d->jobs);
+}
+
+static const struct api_ops daemon_api_ops = {
+        .request_sync = daemon_request_sync,
+        .state = daemon_api_state,
+        .hooks_owed = daemon_api_hooks_owed,
+};
+
+/* The API when [api] asks for it, on the socket systemd passed if any. */
+static int daemon_setup_api(struct daemon *d) {
+        int n = sd_listen_fds(true), fd = -1;
+
+        if (n < 0) {
+                log_warning("Could not take the sockets passed by systemd: %s", strerror(-n));
+                n = 0;
+        }
+        if (n > 0) {
+                fd = SD_LISTEN_FDS_START;
+                if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                        log_error("the socket passed by systemd is not a listening AF_UNIX stream socket");
+                        return -EINVAL;
+                }
+                for (int i = 1; i < n; i++)
+                        close(SD_LISTEN_FDS_START + i);
+                if (n > 1)
+                        log_warning("systemd passed %d sockets; using the first", n);
+        }
+        if (!d->config->api.line) {
+                if (fd >= 0) {
+                        log_warning("systemd passed a socket but the configuration has no [api] section: no API");
+                        close(fd);
+                }
+                return 0;
+        }
+        return api_new(d->event, d->config, fd, &daemon_api_ops, d, &d->api);
 }
 
 static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -480,10 +683,15 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
 static struct daemon *daemon_free(struct daemon *d) {
         if (!d)
                 return NULL;
+        d->api = api_free(d->api);
+        d->webhooks = webhooks_free(d->webhooks);
+        sd_event_source_disable_unref(d->sync_now);
+        sd_event_source_disable_unref(d->sync_deadline);
         d->jobs = jobs_free(d->jobs);
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
         watch_free(d->watch);
+        pglisten_free(d->listen);
         sd_event_source_disable_unref(d->debounce);
         sd_event_source_disable_unref(d->recheck);
         sd_event_source_disable_unref(d->retry_sync);
@@ -512,6 +720,7 @@ static int daemon_setup(struct daemon *d) {
         if (r < 0)
                 return r;
         jobs_set_metrics(d->jobs, d->metrics);
+        jobs_set_hook_observer(d->jobs, daemon_on_hook, d);
         r = sd_event_add_signal(d->event, NULL, SIGTERM, daemon_on_sigterm, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->event, NULL, SIGINT, daemon_on_sigterm, d);
@@ -534,7 +743,19 @@ static int daemon_setup(struct daemon *d) {
         if (r < 0)
                 return r;
         sd_event_source_set_enabled(d->recheck, SD_EVENT_OFF);
-        if (daemon_watch(d) < 0)
+        r = daemon_setup_api(d);
+        if (r < 0)
+                return r;
+        if (d->config->n_webhooks > 0) {
+                r = webhooks_new(d->event, d->config, &d->webhooks);
+                if (r < 0)
+                        return r;
+        }
+        if (d->config->db_driver != DB_DRIVER_SQLITE) {
+                r = daemon_listen(d);
+                if (r < 0)
+                        return r;
+        } else if (daemon_watch(d) < 0)
                 arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
         daemon_setup_poll(d);
         return 0;

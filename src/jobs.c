@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "files.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -12,13 +13,17 @@
 #define STATE_FILE     "owed-hooks"
 #define RETRY_MIN_USEC (1000000ULL)
 #define RETRY_MAX_USEC (300 * 1000000ULL)
+/* MAPSYNCD_CHANGED of a file set's hook is cut (at a name) past this
+ * size, below the kernel's limit of one environment string (128 KiB). */
+#define CHANGED_ENV_MAX 100000
 
 struct job {
         char *name;  /* map or reload name */
         char *label; /* for the log: "vmailbox" or "reload postfix" */
         bool is_reload;
+        bool is_files; /* a [files NAME] set's on_change */
         const char *command;
-        const char *output; /* maps only */
+        const char *output; /* maps: the file; file sets: the directory */
         bool owed;
         unsigned gen;         /* bumped each time it becomes owed */
         unsigned started_gen; /* gen when the running hook started */
@@ -27,7 +32,8 @@ struct job {
         uint64_t retry_at; /* CLOCK_MONOTONIC usec; 0: due now */
         char sha256[SHA256_HEX_LEN + 1];
         uint64_t rows;
-        char *causes; /* reloads: the maps that made it owed */
+        char *causes;  /* reloads: the maps that made it owed */
+        char *changed; /* file sets: names written or removed while owed */
 };
 
 struct jobs {
@@ -46,12 +52,15 @@ struct jobs {
         jobs_idle_fn idle;
         void *userdata;
         struct metrics *metrics;
+        jobs_hook_fn on_hook;
+        void *on_hook_userdata;
 };
 
 static void job_done(struct job *jb) {
         free(jb->name);
         free(jb->label);
         free(jb->causes);
+        free(jb->changed);
 }
 
 static void jobs_clear(struct job *v, size_t n) {
@@ -60,16 +69,51 @@ static void jobs_clear(struct job *v, size_t n) {
         free(v);
 }
 
-static struct job *jobs_find(struct jobs *j, bool is_reload, const char *name) {
+static struct job *jobs_find_kind(struct jobs *j, bool is_reload, bool is_files, const char *name) {
         for (size_t i = 0; i < j->n_jobs; i++)
-                if (j->jobs[i].is_reload == is_reload && streq(j->jobs[i].name, name))
+                if (j->jobs[i].is_reload == is_reload && j->jobs[i].is_files == is_files &&
+                    streq(j->jobs[i].name, name))
                         return &j->jobs[i];
         return NULL;
 }
 
+static struct job *jobs_find(struct jobs *j, bool is_reload, const char *name) {
+        return jobs_find_kind(j, is_reload, false, name);
+}
+
+/* The jobs of file sets come after those of the maps and reloads. */
+static struct job *files_job(struct jobs *j, size_t index) {
+        return &j->jobs[j->n_maps + j->config->n_reloads + index];
+}
+
+/* Sets up job jb for file set f, taking over an old one's state. */
+static int files_job_init(struct jobs *j, struct job *jb, const struct files_config *f) {
+        struct job *old = jobs_find_kind(j, false, true, f->name);
+
+        jb->is_files = true;
+        jb->name = strdup(f->name);
+        if (!jb->name || asprintf(&jb->label, "files %s", f->name) < 0) {
+                jb->label = NULL;
+                return -ENOMEM;
+        }
+        jb->command = f->on_change;
+        jb->output = f->directory;
+        if (old) {
+                jb->owed = old->owed && jb->command;
+                jb->gen = old->gen;
+                jb->started_gen = old->started_gen;
+                jb->running = old->running;
+                jb->failures = old->failures;
+                jb->retry_at = old->retry_at;
+                jb->changed = old->changed;
+                old->changed = NULL;
+        }
+        return 0;
+}
+
 int jobs_set_config(struct jobs *j, const struct config *c) {
         size_t n = c->n_maps + c->n_reloads;
-        struct job *v = calloc(n + 1, sizeof(*v));
+        struct job *v = calloc(n + c->n_files + 1, sizeof(*v));
 
         if (!v)
                 return -ENOMEM;
@@ -105,6 +149,12 @@ int jobs_set_config(struct jobs *j, const struct config *c) {
                         old->causes = NULL;
                 }
         }
+        for (size_t k = 0; k < c->n_files; k++)
+                if (files_job_init(j, &v[n + k], &c->files[k]) < 0) {
+                        jobs_clear(v, n + k + 1);
+                        return -ENOMEM;
+                }
+        n += c->n_files;
         jobs_clear(j->jobs, j->n_jobs);
         j->jobs = v;
         j->n_jobs = n;
@@ -194,6 +244,17 @@ static void jobs_save(struct jobs *j) {
                 if (!jb->owed)
                         continue;
                 any = true;
+                if (jb->is_files) {
+                        /* "files NAME CHANGED...": the names are [A-Za-z0-9._-]. */
+                        if (str_append(&text, &len, "files ", 6) < 0 ||
+                            str_append(&text, &len, jb->name, strlen(jb->name)) < 0 ||
+                            (jb->changed && *jb->changed &&
+                             (str_append(&text, &len, " ", 1) < 0 ||
+                              str_append(&text, &len, jb->changed, strlen(jb->changed)) < 0)) ||
+                            str_append(&text, &len, "\n", 1) < 0)
+                                return;
+                        continue;
+                }
                 if (str_append(&text, &len, jb->is_reload ? "reload " : "map ", jb->is_reload ? 7 : 4) < 0 ||
                     str_append(&text, &len, jb->name, strlen(jb->name)) < 0 || str_append(&text, &len, "\n", 1) < 0)
                         return;
@@ -243,6 +304,25 @@ void jobs_load(struct jobs *j) {
                         line[--len] = '\0';
                 if (len == 0 || line[0] == '#')
                         continue;
+                if (strncmp(line, "files ", 6) == 0) {
+                        char *sp = strchr(line + 6, ' ');
+
+                        if (sp)
+                                *sp = '\0';
+                        jb = jobs_find_kind(j, false, true, line + 6);
+                        if (!jb || !jb->command) {
+                                log_warning("%s:%u: owed hook of files %s, which the configuration no longer has; "
+                                            "ignored",
+                                            path, lineno, line + 6);
+                                continue;
+                        }
+                        free(jb->changed);
+                        jb->changed = strdup(sp ? sp + 1 : "");
+                        jb->owed = true;
+                        jb->gen++;
+                        n++;
+                        continue;
+                }
                 if (strncmp(line, "map ", 4) == 0)
                         name = line + 4;
                 else if (strncmp(line, "reload ", 7) == 0) {
@@ -274,6 +354,71 @@ static void job_owe(struct job *jb) {
         jb->retry_at = 0;
 }
 
+/* Makes reload rj owed because of `cause` (a map or file set). */
+static void reload_owe(struct job *rj, const char *cause) {
+        size_t len;
+
+        if (!rj->owed || !rj->causes) {
+                free(rj->causes);
+                rj->causes = NULL;
+        }
+        job_owe(rj);
+        len = rj->causes ? strlen(rj->causes) : 0;
+        if (len)
+                str_append(&rj->causes, &len, " ", 1);
+        str_append(&rj->causes, &len, cause, strlen(cause));
+}
+
+/* Adds the names of `more` that `*list` lacks. */
+static void names_merge(char **list, const char *more) {
+        _cleanup_free_ char *copy = strdup(more);
+        size_t len = *list ? strlen(*list) : 0;
+        char *save = NULL;
+
+        if (!copy)
+                return;
+        for (char *n = strtok_r(copy, " ", &save); n; n = strtok_r(NULL, " ", &save)) {
+                bool have = false;
+                size_t nl = strlen(n);
+
+                for (const char *p = *list; p && (p = strstr(p, n)); p += nl)
+                        if ((p == *list || p[-1] == ' ') && (p[nl] == ' ' || p[nl] == '\0')) {
+                                have = true;
+                                break;
+                        }
+                if (have)
+                        continue;
+                if ((len && str_append(list, &len, " ", 1) < 0) || str_append(list, &len, n, nl) < 0)
+                        return;
+        }
+}
+
+/* File sets: a changed set owes its on_change (with the names) and its
+ * reloads. Returns whether any set changed. */
+static bool files_prepare(struct jobs *j, const struct sync_cycle *cy) {
+        const struct config *c = j->config;
+        bool changed = false;
+
+        for (size_t i = 0; i < c->n_files; i++) {
+                struct job *jb = files_job(j, i);
+
+                if (cy->set_results[i].status != MAP_CHANGED || !cy->sets[i])
+                        continue;
+                changed = true;
+                if (jb->command) {
+                        if (!jb->owed) {
+                                free(jb->changed);
+                                jb->changed = NULL;
+                        }
+                        job_owe(jb);
+                        names_merge(&jb->changed, files_changed_names(cy->sets[i]));
+                }
+                for (size_t k = 0; k < c->files[i].n_reloads; k++)
+                        reload_owe(&j->jobs[j->n_maps + c->files[i].reloads[k]], c->files[i].name);
+        }
+        return changed;
+}
+
 void jobs_prepare(struct jobs *j, const struct sync_cycle *cy) {
         const struct config *c = j->config;
         bool changed = false;
@@ -291,21 +436,11 @@ void jobs_prepare(struct jobs *j, const struct sync_cycle *cy) {
                 changed = true;
                 if (jb->command)
                         job_owe(jb);
-                for (size_t k = 0; k < c->maps[i].n_reloads; k++) {
-                        struct job *rj = &j->jobs[j->n_maps + c->maps[i].reloads[k]];
-                        size_t len;
-
-                        if (!rj->owed || !rj->causes) {
-                                free(rj->causes);
-                                rj->causes = NULL;
-                        }
-                        job_owe(rj);
-                        len = rj->causes ? strlen(rj->causes) : 0;
-                        if (len)
-                                str_append(&rj->causes, &len, " ", 1);
-                        str_append(&rj->causes, &len, c->maps[i].name, strlen(c->maps[i].name));
-                }
+                for (size_t k = 0; k < c->maps[i].n_reloads; k++)
+                        reload_owe(&j->jobs[j->n_maps + c->maps[i].reloads[k]], c->maps[i].name);
         }
+        if (files_prepare(j, cy))
+                changed = true;
         if (changed)
                 jobs_save(j);
 }
@@ -320,18 +455,51 @@ static int jobs_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 struct job_run {
         struct jobs *jobs;
         bool is_reload;
+        bool is_files;
         char name[];
 };
 
 static void job_on_done(void *userdata, const struct hook_result *res);
 
+/* MAPSYNCD_FILES, MAPSYNCD_DIRECTORY, MAPSYNCD_CHANGED (names only, never
+ * contents) and, when the list was cut, MAPSYNCD_CHANGED_TRUNCATED=1. */
+static int files_env(const struct job *jb, char **e_changed, char *e_map, size_t n_map, char *e_out, size_t n_out,
+                     const char **env, size_t *n_env) {
+        const char *names = jb->changed ? jb->changed : "";
+        size_t len = strlen(names);
+        bool cut = len > CHANGED_ENV_MAX;
+
+        if (cut) {
+                len = CHANGED_ENV_MAX;
+                while (len > 0 && names[len] != ' ')
+                        len--;
+        }
+        if (asprintf(e_changed, "MAPSYNCD_CHANGED=%.*s", (int)len, names) < 0) {
+                *e_changed = NULL;
+                return -ENOMEM;
+        }
+        snprintf(e_map, n_map, "MAPSYNCD_FILES=%s", jb->name);
+        snprintf(e_out, n_out, "MAPSYNCD_DIRECTORY=%s", jb->output);
+        env[(*n_env)++] = e_map;
+        env[(*n_env)++] = e_out;
+        env[(*n_env)++] = *e_changed;
+        if (cut)
+                env[(*n_env)++] = "MAPSYNCD_CHANGED_TRUNCATED=1";
+        return 0;
+}
+
 static int job_start(struct jobs *j, struct job *jb) {
         char e_map[300], e_out[4200], e_sha[100], e_rows[64], e_cause[1200];
-        const char *env[4];
+        _cleanup_free_ char *e_changed = NULL;
+        const char *env[5];
         size_t n_env = 0;
         int r;
 
-        if (jb->is_reload) {
+        if (jb->is_files) {
+                r = files_env(jb, &e_changed, e_map, sizeof(e_map), e_out, sizeof(e_out), env, &n_env);
+                if (r < 0)
+                        return r;
+        } else if (jb->is_reload) {
                 snprintf(e_map, sizeof(e_map), "MAPSYNCD_RELOAD=%s", jb->name);
                 snprintf(e_cause, sizeof(e_cause), "MAPSYNCD_MAP=%s", jb->causes ? jb->causes : "");
                 env[n_env++] = e_map;
@@ -360,6 +528,7 @@ static int job_start(struct jobs *j, struct job *jb) {
                 return -ENOMEM;
         run->jobs = j;
         run->is_reload = jb->is_reload;
+        run->is_files = jb->is_files;
         strcpy(run->name, jb->name);
         jb->running = true;
         jb->started_gen = jb->gen;
@@ -388,11 +557,13 @@ static void job_failed(struct jobs *j, struct job *jb) {
 static void job_on_done(void *userdata, const struct hook_result *res) {
         struct job_run *run = userdata;
         struct jobs *j = run->jobs;
-        struct job *jb = jobs_find(j, run->is_reload, run->name);
+        struct job *jb = jobs_find_kind(j, run->is_reload, run->is_files, run->name);
 
         free(run);
         if (j->metrics)
                 metrics_hook(j->metrics, jb ? jb->label : "unknown", res->outcome == HOOK_SUCCEEDED);
+        if (j->on_hook)
+                j->on_hook(j->on_hook_userdata, jb ? jb->label : "unknown", res);
         if (!jb) {
                 /* The config lost this hook while it ran. */
                 if (res->outcome != HOOK_SUCCEEDED)
@@ -407,11 +578,18 @@ static void job_on_done(void *userdata, const struct hook_result *res) {
                         jb->owed = false;
                         free(jb->causes);
                         jb->causes = NULL;
+                        free(jb->changed);
+                        jb->changed = NULL;
                         jobs_save(j);
                 }
         } else
                 job_failed(j, jb);
         jobs_kick(j);
+}
+
+void jobs_set_hook_observer(struct jobs *j, jobs_hook_fn fn, void *userdata) {
+        j->on_hook = fn;
+        j->on_hook_userdata = userdata;
 }
 
 void jobs_set_metrics(struct jobs *j, struct metrics *m) {
@@ -434,7 +612,7 @@ void jobs_kick(struct jobs *j) {
                                 continue;
                         /* A map's hook waits for a cycle that rendered the
                          * map: its environment names the file's hash. */
-                        if (!jb->is_reload && !jb->sha256[0])
+                        if (!jb->is_reload && !jb->is_files && !jb->sha256[0])
                                 continue;
                         if (jb->retry_at <= now) {
                                 if (job_start(j, jb) >= 0)

@@ -32,11 +32,21 @@ struct metrics {
         double last_success; /* unix time */
         double last_duration;
         bool db_available;
+        int db_listening; /* -1: not PostgreSQL */
+        uint64_t db_reconnects;
 };
 
 int metrics_new(struct metrics **ret) {
         *ret = calloc(1, sizeof(**ret));
-        return *ret ? 0 : -ENOMEM;
+        if (!*ret)
+                return -ENOMEM;
+        (*ret)->db_listening = -1;
+        return 0;
+}
+
+void metrics_listening(struct metrics *m, bool listening, uint64_t connects) {
+        m->db_listening = listening;
+        m->db_reconnects = connects > 0 ? connects - 1 : 0;
 }
 
 struct metrics *metrics_free(struct metrics *m) {
@@ -146,6 +156,14 @@ static void write_text(struct metrics *m, FILE *f, unsigned hooks_owed) {
         fprintf(f, "mapsyncd_sync_failures_total %" PRIu64 "\n", m->cycle_failures);
         HEADER(f, "mapsyncd_database_available", "gauge", "1 when the last cycle could read the database.");
         fprintf(f, "mapsyncd_database_available %d\n", m->db_available);
+        if (m->db_listening >= 0) {
+                HEADER(f, "mapsyncd_database_listening", "gauge",
+                       "1 while mapsyncd LISTENs for PostgreSQL's change notifications.");
+                fprintf(f, "mapsyncd_database_listening %d\n", m->db_listening);
+                HEADER(f, "mapsyncd_database_reconnects_total", "counter",
+                       "Times the LISTEN connection to PostgreSQL was made again after the first.");
+                fprintf(f, "mapsyncd_database_reconnects_total %" PRIu64 "\n", m->db_reconnects);
+        }
         HEADER(f, "mapsyncd_hooks_owed", "gauge", "Hooks owed: not yet run, or failed and to be retried.");
         fprintf(f, "mapsyncd_hooks_owed %u\n", hooks_owed);
 

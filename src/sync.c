@@ -3,6 +3,7 @@
 
 #include <time.h>
 
+#include "files.h"
 #include "log.h"
 #include "notify.h"
 #include "order.h"
@@ -250,6 +251,51 @@ static void render_map(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
         res->status = output_changed(cy->outputs[i]) ? MAP_CHANGED : MAP_UNCHANGED;
 }
 
+/* Renders file set i: its rows are read and compared now, in the snapshot. */
+static void render_set(struct sync_cycle *cy, struct db *db, size_t i) {
+        struct map_result *res = &cy->set_results[i];
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+
+        if (files_render(db, cy->config, i, cy->dry_run, &cy->sets[i]) < 0) {
+                res->status = MAP_FAILED;
+                res->duration_ms = elapsed_ms(start);
+                return;
+        }
+        res->rows = files_count(cy->sets[i]);
+        res->invalid = files_n_invalid(cy->sets[i]);
+        res->added = files_n_written(cy->sets[i]);
+        res->removed = files_n_removed(cy->sets[i]);
+        res->duration_ms = elapsed_ms(start);
+        res->status = files_changed(cy->sets[i]) ? MAP_CHANGED : MAP_UNCHANGED;
+}
+
+static void commit_set(struct sync_cycle *cy, size_t i) {
+        const struct files_config *f = &cy->config->files[i];
+        struct map_result *res = &cy->set_results[i];
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+
+        if (res->status == MAP_FAILED)
+                return;
+        files_log_invalid(cy->sets[i], res->status == MAP_CHANGED || cy->report_all ? LOG_WARNING : LOG_DEBUG);
+        if (cy->dry_run)
+                return;
+        if (files_commit(cy->sets[i]) < 0) {
+                res->status = MAP_FAILED;
+                return;
+        }
+        res->duration_ms += elapsed_ms(start);
+        if (res->status == MAP_CHANGED)
+                log_submit(LOG_INFO,
+                           LOG_FIELDS(.message_id = MSGID_MAP_REPLACED, .map = f->name, .rows = (int64_t)res->rows,
+                                      .duration_ms = (int64_t)res->duration_ms),
+                           "%s: %s: %llu files, %llu written, %llu removed", f->name, f->directory,
+                           (unsigned long long)res->rows, (unsigned long long)res->added,
+                           (unsigned long long)res->removed);
+        else
+                log_submit(LOG_DEBUG, LOG_FIELDS(.map = f->name, .rows = (int64_t)res->rows),
+                           "%s: %s unchanged (%llu files)", f->name, f->directory, (unsigned long long)res->rows);
+}
+
 /* Takes the snapshot and pins it to a WAL position: the wal-index header
  * read before and after the read transaction began is the same, so the
  * snapshot holds exactly the frames up to pos->mx_frame. *pinned false
@@ -379,7 +425,9 @@ int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum 
         cy->renders = calloc(c->n_maps, sizeof(*cy->renders));
         cy->rendered = calloc(c->n_maps, sizeof(*cy->rendered));
         plan = calloc(c->n_maps ? c->n_maps : 1, sizeof(*plan));
-        if (!cy->outputs || !cy->results || !cy->renders || !cy->rendered || !plan) {
+        cy->sets = calloc(c->n_files + 1, sizeof(*cy->sets));
+        cy->set_results = calloc(c->n_files + 1, sizeof(*cy->set_results));
+        if (!cy->outputs || !cy->results || !cy->renders || !cy->rendered || !plan || !cy->sets || !cy->set_results) {
                 sync_cycle_free(cy);
                 return -ENOMEM;
         }
@@ -413,6 +461,9 @@ int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum 
                         cy->results[i].duration_ms = 0;
                 }
         }
+        /* File sets are rendered in every cycle. */
+        for (size_t i = 0; i < c->n_files; i++)
+                render_set(cy, db, i);
         if (!dry_run) {
                 cy->memo = memo;
                 cy->pos = pos;
@@ -484,6 +535,8 @@ void sync_commit(struct sync_cycle *cy) {
                         log_submit(LOG_DEBUG, LOG_FIELDS(.map = m->name, .rows = (int64_t)res->rows),
                                    "%s: %s unchanged (%llu rows)", m->name, m->output, (unsigned long long)res->rows);
         }
+        for (size_t i = 0; i < cy->config->n_files; i++)
+                commit_set(cy, i);
         memo_commit(cy);
 }
 
@@ -496,6 +549,11 @@ struct sync_cycle *sync_cycle_free(struct sync_cycle *cy) {
         if (cy->renders)
                 for (size_t i = 0; i < cy->config->n_maps; i++)
                         render_done(&cy->renders[i]);
+        if (cy->sets)
+                for (size_t i = 0; i < cy->config->n_files; i++)
+                        files_free(cy->sets[i]);
+        free(cy->sets);
+        free(cy->set_results);
         free(cy->outputs);
         free(cy->rendered);
         free(cy->results);
@@ -509,5 +567,7 @@ unsigned sync_count(const struct sync_cycle *cy, enum map_status status) {
 
         for (size_t i = 0; i < cy->config->n_maps; i++)
                 n += cy->results[i].status == status;
+        for (size_t i = 0; i < cy->config->n_files; i++)
+                n += cy->set_results[i].status == status;
         return n;
 }

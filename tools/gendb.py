@@ -61,6 +61,15 @@ password, text in the quota column, empty key and value, an upper-case key,
 a duplicate row, case-only duplicates, addresses on a foreign domain. All
 are active and on the active domain d0001.example (domain_id 1).
 
+--dkim N
+--------
+Gives domains 1..N (active or not) a DKIM key: dkim_selector DKIM_SELECTOR
+("mail"), dkim_private_key a fresh RSA key in PEM (PKCS#8) made with
+`openssl genpkey` at generation time (so these columns, unlike the rest,
+differ from run to run; no key is ever committed), dkim_public_key the
+base64 of its SubjectPublicKeyInfo (the p= of the DNS TXT record
+"v=DKIM1; k=rsa; p=..."). dkim_keypair() makes one such pair.
+
 Library use (tests put tools/ on sys.path and `import gendb`)
 -------------------------------------------------------------
     gendb.generate(path, accounts=100, hostile=True)  -> dict of row counts
@@ -117,6 +126,20 @@ INACTIVE_ALIAS = "a000002@d0002.example"
 INACTIVE_DOMAIN_ALIAS = "a000003@d0003.example"
 
 VICTIM = "victim@d0001.example"
+
+DKIM_SELECTOR = "mail"
+
+
+def dkim_keypair(bits=1024):
+    """(private key PEM text, public key base64) of a new RSA key, from
+    `openssl genpkey` (package openssl)."""
+    import base64
+    import subprocess
+    priv = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:%d" % bits],
+                          check=True, capture_output=True, text=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=priv.encode(),
+                         check=True, capture_output=True).stdout
+    return priv, base64.b64encode(der).decode()
 
 # Hostile rows, all active and on domain_id 1 (d0001.example). "values" holds
 # the columns that matter (str binds as TEXT, bytes as BLOB); the others get
@@ -390,7 +413,7 @@ _INSERT = {
 
 
 def generate(path, accounts=100, aliases=None, domains=None, seed=1, journal="wal",
-             hostile=False, force=False):
+             hostile=False, force=False, dkim=0):
     """Create the database PATH; see the module docstring. aliases defaults
     to accounts, domains to max(3, accounts // 100). Raises FileExistsError
     when PATH (or one of its -wal, -shm, -journal files) exists and force is
@@ -426,6 +449,10 @@ def generate(path, accounts=100, aliases=None, domains=None, seed=1, journal="wa
         conn.executemany(_INSERT["email_accounts"], _account_rows(rng, accounts, domains, ts))
         conn.executemany(_INSERT["aliases"], _alias_rows(rng, aliases, accounts, domains, ts))
         counts = {"domains": domains, "email_accounts": accounts, "aliases": aliases}
+        for k in range(1, min(dkim, domains) + 1):
+            priv, pub = dkim_keypair()
+            conn.execute("UPDATE domains SET dkim_selector = ?, dkim_private_key = ?, dkim_public_key = ?"
+                         " WHERE id = ?", (DKIM_SELECTOR, priv, pub, k))
         if hostile:
             for table in ("email_accounts", "aliases"):
                 next_id = conn.execute("SELECT coalesce(max(id), 0) FROM %s" % table).fetchone()[0]
@@ -491,6 +518,8 @@ def _build_parser():
                    help="journal mode the database is left in (default wal)")
     p.add_argument("--hostile", action="store_true",
                    help="also insert gendb.HOSTILE_ROWS")
+    p.add_argument("--dkim", type=count, default=0, metavar="N",
+                   help="give domains 1..N a fresh DKIM key (openssl genpkey; see --help)")
     p.add_argument("--force", action="store_true",
                    help="replace PATH (and its -wal, -shm, -journal files)")
     p.add_argument("path", metavar="PATH")
@@ -502,7 +531,7 @@ def main(argv=None):
     try:
         counts = generate(args.path, accounts=args.accounts, aliases=args.aliases,
                           domains=args.domains, seed=args.seed, journal=args.journal,
-                          hostile=args.hostile, force=args.force)
+                          hostile=args.hostile, force=args.force, dkim=args.dkim)
     except (OSError, sqlite3.Error, ValueError) as e:
         print("gendb.py: %s" % e, file=sys.stderr)
         return 1

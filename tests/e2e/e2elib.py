@@ -748,8 +748,9 @@ class Postfix:
     and data directories, smtpd on 127.0.0.1:port, virtual mailbox delivery
     into tmp/vmail, reading the three generated lmdb: tables."""
 
-    def __init__(self, tmp, sysconf, maps):
-        """maps: {"virtual_domains": path, "vmailbox": path, "virtual_aliases": path}."""
+    def __init__(self, tmp, sysconf, maps, extra_main=None):
+        """maps: {"virtual_domains": path, "vmailbox": path, "virtual_aliases": path}.
+        extra_main: more main.cf parameters (milters, SASL...)."""
         self.base = os.path.join(tmp, "postfix")
         self.config_dir = os.path.join(self.base, "etc")
         self.queue_dir = os.path.join(self.base, "queue")
@@ -797,6 +798,7 @@ class Postfix:
             "maillog_file": self.maillog,
             "maillog_file_prefixes": self.log_dir,
         }
+        main.update(extra_main or {})
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
             f.write("# Private Postfix instance for mapsyncd's e2e tests.\n")
             for k, v in main.items():
@@ -919,7 +921,9 @@ class Dovecot:
     IMAP on 127.0.0.1:port without TLS, passdb and userdb passwd-file on the
     generated file, Maildirs in tmp/vmail as nobody:nogroup."""
 
-    def __init__(self, tmp, passwd_file):
+    def __init__(self, tmp, passwd_file, auth_socket=None):
+        """auth_socket: a path for an auth-client listener (Postfix's
+        Dovecot SASL), mode 0666."""
         self.base = os.path.join(tmp, "dovecot")
         self.base_dir = os.path.join(self.base, "run")
         self.state_dir = os.path.join(self.base, "state")
@@ -987,13 +991,19 @@ service submission-login {{
     port = 0
   }}
 }}
-service anvil {{
+{self._auth_listener(auth_socket)}service anvil {{
   # No growing penalty for an address that failed to log in.
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
 }}
 """)
+
+    @staticmethod
+    def _auth_listener(path):
+        if not path:
+            return ""
+        return f"service auth {{\n  unix_listener {path} {{\n    mode = 0666\n  }}\n}}\n"
 
     def doveadm(self, *args, timeout=60):
         return run(["doveadm", "-c", self.conf_path, *args], timeout=timeout)

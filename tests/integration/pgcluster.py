@@ -271,3 +271,37 @@ def pg_config(env, cluster, passfile=None, hooks=True, sync=None, map_extra=None
 def sqlite_config(env, out):
     """The shipped SQLite configuration writing into out instead of env.out."""
     return env.shipped_config(hooks=False).replace(env.out + "/", out.rstrip("/") + "/")
+
+
+def expected_maps(cluster, work_dir, dbname=None):
+    """harness.expected_maps() of the rows in cluster's database: they are
+    copied into a new SQLite file of the panel's schema first (active as
+    1/0), so that the maps' rules are written down once."""
+    import harness
+    path = os.path.join(work_dir, "expected-%d.sqlite" % time.monotonic_ns())
+    lite = sqlite3.connect(path, isolation_level=None)
+    try:
+        with open(os.path.join(SRC, "tools", "admin-panel.sql")) as f:
+            lite.executescript(f.read())
+        pg = cluster.connect(dbname=dbname, autocommit=False)
+        try:
+            cur = pg.cursor()
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            lite.execute("BEGIN")
+            for table, cols in (("domains", "id, domain, active::int"),
+                                ("email_accounts", "id, domain_id, email, username, password, quota, active::int"),
+                                ("aliases", "id, domain_id, source, destination, active::int")):
+                cur.execute("SELECT %s FROM %s" % (cols, table))
+                names = cols.replace("::int", "")
+                lite.executemany("INSERT INTO %s (%s) VALUES (%s)" % (table, names, ", ".join("?" * len(cols.split(",")))),
+                                 cur.fetchall())
+            lite.execute("COMMIT")
+            pg.rollback()
+        finally:
+            pg.close()
+    finally:
+        lite.close()
+    try:
+        return harness.expected_maps(path)
+    finally:
+        os.unlink(path)

@@ -212,10 +212,13 @@ _live = set()
 
 
 class Container:
-    def __init__(self, name="mapsyncd-test", default_target="basic.target"):
+    def __init__(self, name="mapsyncd-test", default_target="basic.target", lower="/"):
         # Machine names are hostnames: short, [a-z0-9-].
         self.machine = f"{name}-{uuid.uuid4().hex[:8]}"
         self.default_target = default_target
+        # The overlay's lower layer: the host's / or another system's root
+        # (debroot.get()), never written to.
+        self.lower = lower
         self.base = None
         self.root = None
         self.nspawn = None
@@ -251,7 +254,7 @@ class Container:
             os.mkdir(os.path.join(fs, d))
         self.root = os.path.join(fs, "root")
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir=/,upperdir={fs}/upper,workdir={fs}/work",
+                        f"lowerdir={self.lower},upperdir={fs}/upper,workdir={fs}/work",
                         self.root], check=True)
         # A fresh identity, and a default target that starts none of the
         # host's services (multi-user.target would start postfix, dovecot...).
@@ -301,6 +304,22 @@ class Container:
             pids["init"] = (self.init_pid, _proc_start_time(self.init_pid))
         with open(os.path.join(self.base, STATE_FILE), "w") as f:
             json.dump(pids, f)
+
+    def run_unbooted(self, *argv, timeout=300):
+        """Runs argv in the container's root before boot() (systemd-nspawn
+        without -b), on the host's network: for downloads, such as apt-get
+        fetching packages that the booted container installs offline."""
+        assert self.nspawn is None, "run_unbooted() after boot()"
+        cmd = ["systemd-nspawn", "-q", "-D", self.root, "-M", self.machine + "-prep",
+               "--register=no", "--keep-unit", "--pipe", "--resolv-conf=copy-host",
+               "--link-journal=no", "--", *argv]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=CLEAN_ENV, stdin=subprocess.DEVNULL)
+        _remove_nspawn_cgroups()
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} (unbooted): exit {r.returncode}\n"
+                               f"stdout: {r.stdout}\nstderr: {r.stderr}")
+        return r
 
     # -- boot ----------------------------------------------------------
     def boot(self, timeout=60):
