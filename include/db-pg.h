@@ -18,7 +18,8 @@ typedef struct pg_conn PGconn;
 const char *pg_conninfo_problem(const char *conninfo);
 
 /* The statement that runs a map query: exactly its rows, as text, sorted
- * by key lower-cased in ASCII only (as SQLite's lower() and mapsyncd do),
+ * by key lower-cased in ASCII only (lower() under COLLATE "C", as
+ * SQLite's lower() and mapsyncd do),
  * in byte order (COLLATE "C"), then by value; NULLs first, as SQLite sorts
  * them. A trailing ';' is dropped. malloc'd; NULL when out of memory. */
 char *pg_wrap_query(const char *sql);

@@ -41,12 +41,45 @@ enum db_query_mode {
                           * without a sort; order.h makes it canonical */
 };
 
+/* What the database's files say without opening it through SQLite: which
+ * file (identity: device and inode of the real file) and which committed
+ * state (version: a 64-bit hash of the main file's size, times and 100
+ * header bytes, and of the wal-index header in -shm, which names the last
+ * commit in -wal; with no usable -shm, of -wal's size and times). Two
+ * equal versions mean the same committed data (but for a 2^-64 hash
+ * collision); a checkpoint may change the version of equal data. Every
+ * file is opened O_NONBLOCK, after stat() showed a regular file. */
+struct db_state {
+        int error; /* 0, -ENOENT, -ENOTSUP (not a regular file), -EACCES... */
+        uint64_t identity;
+        uint64_t version;
+        bool wal_format; /* header bytes 18 and 19 say WAL */
+        bool wal_exists;
+};
+
+/* Fills *ret; returns ret->error. */
+int db_probe(const char *path, struct db_state *ret);
+
+/* A short description of a db_probe() error. */
+const char *db_probe_strerror(int error);
+
 /* Opens path read-only (it is never written, no journal is created).
- * Returns 0, or -ENOENT (missing), -EACCES, -EBUSY, -EBADMSG (not a
- * database), -EIO...; *errmsg (may be NULL) then points to a static or
- * thread-local description valid until the next call. */
+ * Anything but a regular file is -ENOTSUP, and no file SQLite opens can
+ * block. A WAL database without -wal whose -shm cannot be created (a
+ * read-only directory) is opened immutable=1: db_validate() then says
+ * whether what was read still holds. Returns 0, or -ENOENT (missing),
+ * -EACCES, -EBUSY, -EBADMSG (not a database), -EIO...; *errmsg (may be
+ * NULL) then points to a static or thread-local description valid until
+ * the next call. */
 int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg);
 
+/* Whether db_open() had to read the database as immutable. */
+bool db_is_immutable(const struct db *db);
+
+/* After reading an immutable database: 0 when it is as it was before the
+ * open (same file, same version, still no -wal), -ESTALE (db_errmsg) when
+ * what was read must be thrown away. 0 for any other database. */
+int db_validate(struct db *db);
 /* Opens the database of a configuration with its driver: db_open() for
  * sqlite; for postgresql a connection (conninfo, passfile), after which
  * every function here goes to db-pg.h. Same returns as db_open(). */
@@ -96,6 +129,9 @@ int db_wal_pages_between(struct db *db, const struct wal_pos *from, const struct
  * virtual table. */
 int db_tables_with_pages(struct db *db, const char *const *tables, size_t n_tables, const uint32_t *pages,
                          size_t n_pages, bool *hit);
+/* Detaches the memo (and its free function) without freeing it, for the
+ * next connection to the same database. */
+void *db_take_memo(struct db *db, void (**free_memo)(void *memo));
 
 /* Whether the file this connection reads was renamed or deleted. */
 bool db_has_moved(struct db *db);

@@ -113,6 +113,10 @@ int check_dry_run(const struct config *c) {
                 return 1;
         }
         r = sync_render(db, c, true, &cy);
+        if (r >= 0 && db_validate(db) < 0) {
+                cy = sync_cycle_free(cy);
+                r = -ESTALE;
+        }
         if (r < 0) {
                 log_error("database %s unreadable: %s", c->db_path, db_errmsg(db));
                 db_close(db);

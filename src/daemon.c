@@ -1,5 +1,6 @@
 /* The engine: one sync cycle at a time, hooks after it, and in watch mode
- * the loop that turns inotify events into cycles. */
+ * the loop that feeds inotify events, timers and cycles to the detection
+ * state machine (detect.c) and does what it asks. */
 #include "daemon.h"
 
 #include <signal.h>
@@ -11,6 +12,7 @@
 
 #include "api.h"
 #include "db.h"
+#include "detect.h"
 #include "hook.h"
 #include "jobs.h"
 #include "log.h"
@@ -22,22 +24,9 @@
 #include "watch.h"
 #include "webhook.h"
 
-#define USEC_PER_MSEC 1000ULL
-#define USEC_PER_SEC  1000000ULL
-/* After a burst whose data_version showed nothing new, look again: a WAL
- * writer's last event (IN_MODIFY on -wal) comes before its commit is
- * visible, which takes its fsync and a wal-index update in -shm that raises
- * no event. A burst with -wal writes is followed until the commit shows, up
- * to RECHECK_WAL_MAX_USEC (a slow disk); any other burst (readers closing
- * the files) gets the first two looks only. */
-static const uint64_t recheck_usec[] = {20 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, 1 * USEC_PER_SEC, 2 * USEC_PER_SEC,
-                                        5 * USEC_PER_SEC};
-#define RECHECK_SHORT        2
-#define RECHECK_WAL_MAX_USEC (120 * USEC_PER_SEC)
-#define RETRY_SYNC_MIN_USEC  (1 * USEC_PER_SEC)
-#define RETRY_SYNC_MAX_USEC  (60 * USEC_PER_SEC)
-#define REWATCH_USEC         (2 * USEC_PER_SEC)
-#define STOP_GRACE_USEC      (2 * USEC_PER_SEC)
+#define USEC_PER_MSEC   1000ULL
+#define USEC_PER_SEC    1000000ULL
+#define STOP_GRACE_USEC (2 * USEC_PER_SEC)
 /* sd-event's default accuracy (250 ms) would add to every debounce. */
 #define TIMER_ACCURACY_USEC (1 * USEC_PER_MSEC)
 
@@ -50,26 +39,22 @@ struct daemon {
         struct jobs *jobs;
         struct metrics *metrics;
 
-        struct db *db;
-        dev_t db_dev;
-        ino_t db_ino;
-        int64_t data_version;
-
+        /* Detection: the state machine, its one timer, the watch. */
+        struct detect *detect;
+        sd_event_source *detect_timer;
         struct watch *watch;
         struct pglisten *listen; /* driver = postgresql: instead of watch */
-        sd_event_source *debounce;
-        sd_event_source *recheck;
-        sd_event_source *retry_sync;
-        sd_event_source *rewatch;
-        sd_event_source *poll;
-        uint64_t burst_start; /* 0: no burst pending */
-        unsigned n_rechecks;
-        bool wal_written;        /* the pending burst wrote -wal */
-        uint64_t wal_written_at; /* when that burst began */
-        bool force;              /* next check syncs without asking data_version */
-        unsigned n_sync_failures;
+        char *real_path;         /* what db_path resolved to at the last watch */
+        bool in_detect;          /* daemon_detect_run() is running */
+        char watch_problem[300];
+        struct db *db; /* driver = postgresql: the connection, kept between cycles */
+        void *memo;    /* sqlite: sync's memo of the last cycle's connection */
+        void (*free_memo)(void *memo);
+        uint64_t memo_identity; /* of the database file it was made for */
 
         bool first_cycle_done;
+        bool full_next; /* the next cycle renders every map (SIGHUP, SIGUSR1,
+                         * the API, after a failure), not only the changed */
         bool ready_sent;
         bool stopping;
         unsigned n_cycles;
@@ -88,7 +73,7 @@ struct daemon {
 };
 
 static void daemon_sync(struct daemon *d);
-static int daemon_on_recheck(sd_event_source *s, uint64_t usec, void *userdata);
+static void daemon_detect_run(struct daemon *d);
 
 static void arm(struct daemon *d, sd_event_source **s, uint64_t usec_abs, sd_event_time_handler_t fn) {
         if (!*s) {
@@ -116,15 +101,17 @@ static void daemon_update_status(struct daemon *d) {
         if (d->mode != DAEMON_WATCH)
                 return;
         if (d->problem[0])
-                notify_status("%s; serving the last maps; %u hooks owed", d->problem, owed);
+                notify_status("%s; serving the last maps; %u hooks owed%s%s", d->problem, owed,
+                              d->watch_problem[0] ? "; " : "", d->watch_problem);
         else if (d->listen && !pglisten_connected(d->listen))
                 notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
                               "owed",
                               d->config->n_maps, d->n_maps_failed,
                               d->last_change[0] ? d->last_change : "no change since start", owed);
         else
-                notify_status("%zu maps, %u failed; %s; %u hooks owed", d->config->n_maps, d->n_maps_failed,
-                              d->last_change[0] ? d->last_change : "no change since start", owed);
+                notify_status("%zu maps, %u failed; %s; %u hooks owed%s%s", d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed,
+                              d->watch_problem[0] ? "; " : "", d->watch_problem);
 }
 
 static void daemon_set_problem(struct daemon *d, const char *msgid, const char *fmt, ...)
@@ -165,7 +152,11 @@ static void daemon_maybe_done(struct daemon *d) {
         if (!d->ready_sent) {
                 d->ready_sent = true;
                 notify_ready();
-                log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STARTED), "ready: watching %s", d->config->db_path);
+                if (d->watch_problem[0])
+                        log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STARTED), "ready: %s", d->watch_problem);
+                else
+                        log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STARTED), "ready: watching %s",
+                                   d->config->db_path);
         }
 }
 
@@ -180,64 +171,6 @@ static void daemon_on_hook(void *userdata, const char *label, const struct hook_
         struct daemon *d = userdata;
 
         api_hook_done(d->api, label, res);
-}
-
-/* Whether the file at the database's path is no longer the one open. */
-static bool daemon_db_replaced(struct daemon *d) {
-        struct stat st;
-
-        if (!d->db)
-                return true;
-        if (d->config->db_driver != DB_DRIVER_SQLITE)
-                return false; /* a connection, not a file */
-        if (stat(d->config->db_path, &st) < 0)
-                return true;
-        return st.st_dev != d->db_dev || st.st_ino != d->db_ino || db_has_moved(d->db);
-}
-
-static int daemon_open_db(struct daemon *d) {
-        const char *msg = NULL;
-        struct stat st;
-        int r;
-
-        if (d->db && daemon_db_replaced(d)) {
-                log_info("database %s was replaced; reopening it", d->config->db_path);
-                d->db = db_close(d->db);
-        }
-        if (d->db)
-                return 0;
-        r = db_open_config(d->config, &d->db, &msg);
-        if (r < 0) {
-                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unavailable: %s", d->config->db_path, msg);
-                return r;
-        }
-        if (stat(d->config->db_path, &st) == 0) {
-                d->db_dev = st.st_dev;
-                d->db_ino = st.st_ino;
-        }
-        return 0;
-}
-
-static int daemon_on_retry_sync(sd_event_source *s, uint64_t usec, void *userdata) {
-        struct daemon *d = userdata;
-
-        d->force = true;
-        daemon_sync(d);
-        return 0;
-}
-
-/* A failed cycle (database busy, corrupt, missing; a map not written) is
- * tried again with a backoff, without waiting for another change. */
-static void daemon_schedule_retry(struct daemon *d) {
-        uint64_t delay;
-
-        if (d->mode != DAEMON_WATCH)
-                return;
-        d->n_sync_failures++;
-        delay = RETRY_SYNC_MIN_USEC << (d->n_sync_failures - 1 < 10 ? d->n_sync_failures - 1 : 10);
-        if (delay > RETRY_SYNC_MAX_USEC)
-                delay = RETRY_SYNC_MAX_USEC;
-        arm(d, &d->retry_sync, now_usec(CLOCK_MONOTONIC) + delay, daemon_on_retry_sync);
 }
 
 static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
@@ -269,47 +202,75 @@ static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
         snprintf(d->last_change, sizeof(d->last_change), "last change %s (%s)", when, names);
 }
 
-/* One full cycle: snapshot, render, record owed hooks, replace, hooks. */
+/* One full cycle: snapshot, render, record owed hooks, replace, hooks. The
+ * connection lives for the cycle only: held between cycles it would keep
+ * the WAL's shared memory and a lock that stop the panel from changing the
+ * journal mode. */
 static void daemon_sync(struct daemon *d) {
         struct sync_cycle *cy = NULL;
+        struct db *db = NULL;
+        struct db_state st = {0};
+        struct detect_reading rd;
+        const char *msg = NULL;
         uint64_t start = now_usec(CLOCK_MONOTONIC);
-        unsigned changed, failed;
+        unsigned changed, failed = 0;
+        bool sqlite = d->config->db_driver == DB_DRIVER_SQLITE;
         /* Startup, signals, retries, lost events: every map. */
-        enum sync_scope scope = d->force || d->mode != DAEMON_WATCH ? SYNC_FULL : SYNC_CHANGED;
-        int r;
+        enum sync_scope scope =
+                d->full_next || !d->first_cycle_done || d->mode != DAEMON_WATCH ? SYNC_FULL : SYNC_CHANGED;
+        int r = 0;
 
-        disarm(d->debounce);
-        disarm(d->recheck);
-        disarm(d->retry_sync);
         disarm(d->sync_now);
         disarm(d->sync_deadline);
+        d->full_next = false;
         d->generation++;
-        d->burst_start = 0;
-        d->force = false;
-        d->wal_written = false;
-        d->n_rechecks = 0;
+        /* Read before the snapshot: a commit after it shows as a change. */
+        if (sqlite)
+                db_probe(d->config->db_path, &st);
+        rd = (struct detect_reading){st.error, st.identity, st.version};
+        if (d->detect)
+                detect_cycle_started(d->detect, start, &rd);
 
-        r = daemon_open_db(d);
-        if (r >= 0)
-                r = db_data_version(d->db, &d->data_version);
-        if (r >= 0) {
-                r = sync_render_scope(d->db, d->config, false, scope, &cy);
+        if (sqlite || !d->db)
+                r = db_open_config(d->config, &db, &msg);
+        else
+                db = TAKE_PTR(d->db);
+        if (r < 0)
+                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unavailable: %s", d->config->db_path, msg);
+        else {
+                /* What sync learnt on the last connection to the same file. */
+                if (sqlite && d->memo && d->memo_identity == st.identity && !st.error)
+                        db_set_memo(db, TAKE_PTR(d->memo), d->free_memo);
+                r = sync_render_scope(db, d->config, false, scope, &cy);
                 if (r < 0)
                         daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unreadable: %s", d->config->db_path,
-                                           db_errmsg(d->db));
-        } else if (d->db)
-                daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unreadable: %s", d->config->db_path,
-                                   db_errmsg(d->db));
+                                           db_errmsg(db));
+                else if (db_validate(db) < 0) {
+                        /* Read without locks and changed meanwhile: nothing
+                         * of it is used. */
+                        log_info("database %s: %s", d->config->db_path, db_errmsg(db));
+                        cy = sync_cycle_free(cy);
+                        r = -ESTALE;
+                }
+        }
+        if (db && sqlite) {
+                if (d->memo && d->free_memo)
+                        d->free_memo(d->memo);
+                d->memo = db_take_memo(db, &d->free_memo);
+                d->memo_identity = st.identity;
+        }
+        /* A PostgreSQL connection is kept (it holds nothing that blocks the
+         * panel); but after a failure that is not "busy", a fresh one. */
+        if (!sqlite && (r >= 0 || r == -EBUSY))
+                d->db = TAKE_PTR(db);
+        db = db_close(db);
         if (r < 0) {
-                /* Corrupt or replaced under us: start from a fresh open. */
-                if (r != -EBUSY)
-                        d->db = db_close(d->db);
                 d->failures++;
                 d->n_cycles++;
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
-                           "sync failed: kept every map as it was");
+                if (r != -ESTALE)
+                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
+                                   "sync failed: kept every map as it was");
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
-                daemon_schedule_retry(d);
                 api_cycle_end(d->api, d->generation, NULL);
                 goto done;
         }
@@ -334,106 +295,155 @@ static void daemon_sync(struct daemon *d) {
         api_cycle_end(d->api, d->generation, cy);
         webhooks_cycle(d->webhooks, d->generation, cy);
         sync_cycle_free(cy);
-        if (failed)
-                daemon_schedule_retry(d);
-        else
-                d->n_sync_failures = 0;
 done:
+        /* A failed cycle (database busy, corrupt, missing; a map not
+         * written) is tried again with a backoff, without waiting for
+         * another change. */
+        if (d->detect)
+                detect_cycle_done(d->detect, now_usec(CLOCK_MONOTONIC), r >= 0 && failed == 0);
+        if (r < 0 || failed > 0)
+                d->full_next = true;
         d->first_cycle_done = true;
         jobs_kick(d->jobs);
         daemon_update_status(d);
 }
 
-/* The debounce (or a recheck, or the poll) is over: sync if the database
- * really changed. */
-static void daemon_check(struct daemon *d) {
-        int64_t v;
-
-        if (d->force || !d->db || daemon_db_replaced(d)) {
-                daemon_sync(d);
-                return;
-        }
-        if (db_data_version(d->db, &v) < 0 || v != d->data_version) {
-                d->n_rechecks = 0;
-                daemon_sync(d);
-                return;
-        }
-        if (d->wal_written && now_usec(CLOCK_MONOTONIC) - d->wal_written_at < RECHECK_WAL_MAX_USEC) {
-                unsigned k = d->n_rechecks < ARRAY_SIZE(recheck_usec) ? d->n_rechecks : ARRAY_SIZE(recheck_usec) - 1;
-                arm(d, &d->recheck, now_usec(CLOCK_MONOTONIC) + recheck_usec[k], daemon_on_recheck);
-                d->n_rechecks++;
-        } else if (d->n_rechecks < RECHECK_SHORT) {
-                arm(d, &d->recheck, now_usec(CLOCK_MONOTONIC) + recheck_usec[d->n_rechecks], daemon_on_recheck);
-                d->n_rechecks++;
-        } else {
-                if (d->wal_written)
-                        log_warning("-wal of %s was written %llu s ago and no commit became visible; looking "
-                                    "again at the next change",
-                                    d->config->db_path, (unsigned long long)(RECHECK_WAL_MAX_USEC / USEC_PER_SEC));
-                d->wal_written = false;
-        }
-}
-
-static int daemon_on_debounce(sd_event_source *s, uint64_t usec, void *userdata) {
-        struct daemon *d = userdata;
-
-        d->burst_start = 0;
-        d->n_rechecks = 0;
-        daemon_check(d);
-        return 0;
-}
-
-static int daemon_on_recheck(sd_event_source *s, uint64_t usec, void *userdata) {
-        daemon_check(userdata);
-        return 0;
-}
-
 static void daemon_on_change(void *userdata, unsigned flags);
 
-static int daemon_watch(struct daemon *d) {
-        int r = watch_new(d->event, d->config->db_path, daemon_on_change, d, &d->watch);
+/* Resolves the database's path again and watches what it names now. */
+static void daemon_rewatch(struct daemon *d) {
+        int r;
 
-        if (r < 0)
-                log_error("Could not watch the directory of %s: %s; trying again every %llu s", d->config->db_path,
-                          strerror(-r), (unsigned long long)(REWATCH_USEC / USEC_PER_SEC));
-        return r;
+        d->watch = watch_free(d->watch);
+        r = watch_new(d->event, d->config->db_path, daemon_on_change, d, &d->watch);
+        if (r >= 0) {
+                const char *real = watch_real_path(d->watch);
+                if (!d->real_path || !streq(real, d->real_path)) {
+                        if (!streq(real, d->config->db_path))
+                                log_info("database %s is %s; watching its directory and %zu symlinks",
+                                         d->config->db_path, real, watch_n_links(d->watch));
+                        free(d->real_path);
+                        d->real_path = strdup(real);
+                }
+        }
+        detect_watch_result(d->detect, now_usec(CLOCK_MONOTONIC), r);
 }
 
-static int daemon_on_rewatch(sd_event_source *s, uint64_t usec, void *userdata) {
+/* The detection problem (no watch), said once when it starts and once when
+ * it ends. */
+static void daemon_report_watch(struct daemon *d) {
+        int err = 0;
+
+        if (detect_problem(d->detect, &err) == DETECT_WATCH_FAILED) {
+                snprintf(d->watch_problem, sizeof(d->watch_problem), "cannot watch %s (%s): polling it every %llu s",
+                         d->config->db_path, strerror(-err),
+                         (unsigned long long)(detect_poll_usec(d->detect) / USEC_PER_SEC));
+                log_submit(LOG_WARNING, LOG_FIELDS(.message_id = MSGID_DB_UNAVAILABLE), "%s; watching again later",
+                           d->watch_problem);
+        } else if (d->watch_problem[0]) {
+                d->watch_problem[0] = '\0';
+                log_notice("watching %s again", d->config->db_path);
+        }
+        daemon_update_status(d);
+}
+
+static int daemon_on_detect_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* Does what detection asks until it is idle, then arms its timer. */
+static void daemon_detect_run(struct daemon *d) {
+        uint64_t next;
+
+        if (!d->detect || d->in_detect)
+                return;
+        d->in_detect = true;
+        while (!d->stopping) {
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                enum detect_action a = detect_next(d->detect, now);
+                struct db_state st;
+                struct detect_reading rd;
+
+                if (a == DETECT_IDLE)
+                        break;
+                switch (a) {
+                case DETECT_CHECK: /* never asked for when unversioned (PostgreSQL) */
+                        db_probe(d->config->db_path, &st);
+                        rd = (struct detect_reading){st.error, st.identity, st.version};
+                        detect_checked(d->detect, now, &rd);
+                        break;
+                case DETECT_SYNC:
+                        daemon_sync(d);
+                        break;
+                case DETECT_REWATCH:
+                        daemon_rewatch(d);
+                        break;
+                case DETECT_REPORT:
+                        daemon_report_watch(d);
+                        break;
+                case DETECT_IDLE:
+                        break;
+                }
+        }
+        d->in_detect = false;
+        next = d->stopping ? DETECT_NEVER : detect_wakeup(d->detect);
+        if (next == DETECT_NEVER)
+                disarm(d->detect_timer);
+        else
+                arm(d, &d->detect_timer, next, daemon_on_detect_timer);
+}
+
+static int daemon_on_detect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
-        if (!d->watch && daemon_watch(d) < 0) {
-                arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
-                return 0;
-        }
-        /* What changed while nobody watched. */
-        d->force = true;
-        daemon_check(d);
+        detect_timer_expired(d->detect, now_usec(CLOCK_MONOTONIC));
+        daemon_detect_run(d);
         return 0;
+}
+
+/* Only recorded here; the work is done from the timer, outside the inotify
+ * dispatch (a rewatch frees the sources being dispatched). */
+static void daemon_detect_soon(struct daemon *d) {
+        uint64_t next = detect_wakeup(d->detect);
+
+        if (next != DETECT_NEVER && !d->stopping)
+                arm(d, &d->detect_timer, next, daemon_on_detect_timer);
 }
 
 static void daemon_on_change(void *userdata, unsigned flags) {
         struct daemon *d = userdata;
-        uint64_t now = now_usec(CLOCK_MONOTONIC), deadline;
-        bool lost = flags & WATCH_LOST, overflow = flags & WATCH_OVERFLOW;
+        unsigned ev = DETECT_EV_FILE;
 
-        if ((flags & WATCH_WAL_WRITE) && !d->wal_written) {
-                d->wal_written = true;
-                d->wal_written_at = now;
-        }
-        if (lost) {
-                d->watch = watch_free(d->watch);
-                arm(d, &d->rewatch, now + REWATCH_USEC, daemon_on_rewatch);
-        }
-        if (overflow || lost)
-                d->force = true;
-        if (d->burst_start == 0)
-                d->burst_start = now;
-        deadline = now + d->config->debounce_ms * USEC_PER_MSEC;
-        if (deadline > d->burst_start + d->config->max_delay_ms * USEC_PER_MSEC)
-                deadline = d->burst_start + d->config->max_delay_ms * USEC_PER_MSEC;
-        disarm(d->recheck);
-        arm(d, &d->debounce, deadline, daemon_on_debounce);
+        if (flags & WATCH_WAL_WRITE)
+                ev |= DETECT_EV_WAL_WRITE;
+        if (flags & WATCH_DB_WRITE)
+                ev |= DETECT_EV_DB_WRITE;
+        if (flags & WATCH_OVERFLOW)
+                ev |= DETECT_EV_OVERFLOW;
+        if (flags & WATCH_LOST)
+                ev |= DETECT_EV_LOST;
+        if (flags & WATCH_RELINK)
+                ev |= DETECT_EV_RELINK;
+        detect_event(d->detect, now_usec(CLOCK_MONOTONIC), ev);
+        daemon_detect_soon(d);
+}
+
+/* Another source says the data changed: handled like a file event that no
+ * version can confirm (debounced, then a sync). */
+static void daemon_data_changed(struct daemon *d, const char *source) {
+        if (!d->detect)
+                return;
+        log_submit(LOG_DEBUG, NULL, "%s: the data changed", source);
+        detect_event(d->detect, now_usec(CLOCK_MONOTONIC), DETECT_EV_CHANGED);
+        daemon_detect_soon(d);
+}
+
+/* Sync now, skipping the debounce (why is logged). */
+static void daemon_sync_soon(struct daemon *d, const char *why) {
+        if (!d->detect)
+                return;
+        log_info("%s: syncing now", why);
+        d->full_next = true;
+        detect_request_sync(d->detect, now_usec(CLOCK_MONOTONIC));
+        daemon_detect_soon(d);
 }
 
 /* PostgreSQL's change notifications: a NOTIFY is a change (debounced as
@@ -446,15 +456,14 @@ static void daemon_on_pglisten(void *userdata, enum pglisten_event event, const 
         case PGLISTEN_CONNECTED:
                 log_info("PostgreSQL: listening on channel %s (%s)", d->config->pg_channel,
                          pglisten_n_connects(d->listen) > 1 ? "reconnected; syncing" : "connected");
-                d->force = true;
                 if (d->stopping)
                         return;
-                daemon_sync(d);
+                detect_request_sync(d->detect, now_usec(CLOCK_MONOTONIC));
+                daemon_detect_soon(d);
                 break;
         case PGLISTEN_NOTIFIED:
                 log_debug("PostgreSQL: notification on %s (%s)", d->config->pg_channel, detail);
-                d->force = true;
-                daemon_on_change(d, 0);
+                daemon_data_changed(d, "PostgreSQL");
                 break;
         case PGLISTEN_LOST:
                 daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s: no change notifications: %s; reconnecting",
@@ -484,25 +493,14 @@ static bool same_database(const struct config *a, const struct config *b) {
                 (a->pg_passfile && b->pg_passfile && streq(a->pg_passfile, b->pg_passfile)));
 }
 
-static int daemon_on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
-        struct daemon *d = userdata;
-
-        if (!d->wal_written)
-                d->n_rechecks = RECHECK_SHORT; /* the poll itself comes again */
-        if (d->config->db_driver != DB_DRIVER_SQLITE)
-                d->force = true; /* nothing like data_version to ask */
-        daemon_check(d);
-        sd_event_source_set_time(s, usec + d->config->poll_interval_s * USEC_PER_SEC);
-        sd_event_source_set_enabled(s, SD_EVENT_ON);
-        return 0;
-}
-
-static void daemon_setup_poll(struct daemon *d) {
-        d->poll = sd_event_source_disable_unref(d->poll);
-        if (d->config->poll_interval_s > 0 &&
-            sd_event_add_time_relative(d->event, &d->poll, CLOCK_MONOTONIC, d->config->poll_interval_s * USEC_PER_SEC,
-                                       0, daemon_on_poll, d) >= 0)
-                sd_event_source_set_enabled(d->poll, SD_EVENT_ON);
+static struct detect_config daemon_detect_config(const struct config *c) {
+        return (struct detect_config){
+                .debounce_usec = c->debounce_ms * USEC_PER_MSEC,
+                .max_delay_usec = c->max_delay_ms * USEC_PER_MSEC,
+                .poll_usec = c->poll_interval_s * USEC_PER_SEC,
+                /* Nothing like the file's version to compare: every look syncs. */
+                .unversioned = c->db_driver != DB_DRIVER_SQLITE,
+        };
 }
 
 static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -538,23 +536,24 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         if ((old->api.line == 0) != (nc->api.line == 0) || (old->api.line && !streq(old->api.listen, nc->api.listen)))
                 log_warning("[api] listen takes effect at the next start, not at a reload");
         d->config = nc;
+        struct detect_config dc = daemon_detect_config(nc);
+        detect_set_config(d->detect, &dc, now_usec(CLOCK_MONOTONIC));
         if (!same_database(old, nc)) {
                 d->db = db_close(d->db);
                 d->watch = watch_free(d->watch);
                 d->listen = pglisten_free(d->listen);
-                disarm(d->rewatch);
                 d->problem[0] = '\0';
                 if (nc->db_driver != DB_DRIVER_SQLITE)
                         (void)daemon_listen(d);
-                else if (daemon_watch(d) < 0)
-                        arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
+                else
+                        daemon_rewatch(d);
         }
         config_free(old);
-        daemon_setup_poll(d);
         log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_CONFIG_RELOADED), "configuration %s reloaded: %zu maps",
                    d->config_path, nc->n_maps);
-        d->force = true;
-        daemon_sync(d);
+        d->full_next = true;
+        detect_request_sync(d->detect, now_usec(CLOCK_MONOTONIC));
+        daemon_detect_run(d);
         notify_ready();
         return 0;
 }
@@ -562,8 +561,9 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
 static int daemon_on_sync_now(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
-        d->force = true;
+        d->full_next = true;
         daemon_sync(d);
+        daemon_detect_run(d); /* the cycle changed what detection waits for */
         return 0;
 }
 
@@ -654,11 +654,7 @@ static int daemon_setup_api(struct daemon *d) {
 }
 
 static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        struct daemon *d = userdata;
-
-        log_info("SIGUSR1: syncing now");
-        d->force = true;
-        daemon_sync(d);
+        daemon_sync_soon(userdata, "SIGUSR1");
         return 0;
 }
 
@@ -691,13 +687,13 @@ static struct daemon *daemon_free(struct daemon *d) {
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
         watch_free(d->watch);
+        sd_event_source_disable_unref(d->detect_timer);
+        detect_free(d->detect);
+        free(d->real_path);
         pglisten_free(d->listen);
-        sd_event_source_disable_unref(d->debounce);
-        sd_event_source_disable_unref(d->recheck);
-        sd_event_source_disable_unref(d->retry_sync);
-        sd_event_source_disable_unref(d->rewatch);
-        sd_event_source_disable_unref(d->poll);
         db_close(d->db);
+        if (d->memo && d->free_memo)
+                d->free_memo(d->memo);
         config_free(d->config);
         sd_event_unref(d->event);
         free(d);
@@ -738,11 +734,10 @@ static int daemon_setup(struct daemon *d) {
         r = sd_event_set_watchdog(d->event, true);
         if (r < 0)
                 return r;
-        r = sd_event_add_time(d->event, &d->recheck, CLOCK_MONOTONIC, UINT64_MAX, TIMER_ACCURACY_USEC,
-                              daemon_on_recheck, d);
-        if (r < 0)
-                return r;
-        sd_event_source_set_enabled(d->recheck, SD_EVENT_OFF);
+        struct detect_config dc = daemon_detect_config(d->config);
+        d->detect = detect_new(&dc, now_usec(CLOCK_MONOTONIC));
+        if (!d->detect)
+                return -ENOMEM;
         r = daemon_setup_api(d);
         if (r < 0)
                 return r;
@@ -755,9 +750,8 @@ static int daemon_setup(struct daemon *d) {
                 r = daemon_listen(d);
                 if (r < 0)
                         return r;
-        } else if (daemon_watch(d) < 0)
-                arm(d, &d->rewatch, now_usec(CLOCK_MONOTONIC) + REWATCH_USEC, daemon_on_rewatch);
-        daemon_setup_poll(d);
+        } else
+                daemon_rewatch(d);
         return 0;
 }
 
@@ -796,8 +790,10 @@ int daemon_run(struct config *config, const char *config_path, enum daemon_mode 
                 log_info("mapsyncd starting: %zu maps from %s", d->config->n_maps, d->config->db_path);
 
         jobs_load(d->jobs);
-        d->force = true;
-        daemon_sync(d);
+        if (d->detect)
+                daemon_detect_run(d); /* its first action is the first sync */
+        else
+                daemon_sync(d);
 
         r = sd_event_loop(d->event);
         if (r < 0)

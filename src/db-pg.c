@@ -20,9 +20,6 @@ struct pgdb_query {
         bool savepoint; /* runs under SAVEPOINT mapsyncd_map */
 };
 
-#define ASCII_UPPER "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-#define ASCII_LOWER "abcdefghijklmnopqrstuvwxyz"
-
 const char *pg_conninfo_problem(const char *conninfo) {
         static __thread char msg[300];
         PQconninfoOption *opts;
@@ -58,12 +55,13 @@ char *pg_wrap_query(const char *sql) {
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
                 body[--n] = '\0';
-        /* translate(), not lower(): PostgreSQL's lower() follows the
-         * database's locale (É becomes é), mapsyncd lower-cases ASCII only. */
+        /* lower() under the "C" collation lower-cases ASCII bytes only, as
+         * SQLite's lower() and mapsyncd do; under the database's locale it
+         * would fold more (en_US: É becomes é). */
         if (asprintf(&wrapped,
                      "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                     "SELECT k::text, v::text FROM mapsyncd_q ORDER BY translate(k::text, '" ASCII_UPPER
-                     "', '" ASCII_LOWER "') COLLATE \"C\" NULLS FIRST, v::text COLLATE \"C\" NULLS FIRST",
+                     "SELECT k::text, v::text FROM mapsyncd_q ORDER BY lower(k::text COLLATE \"C\") COLLATE \"C\" "
+                     "NULLS FIRST, v::text COLLATE \"C\" NULLS FIRST",
                      body) < 0)
                 return NULL;
         return wrapped;

@@ -3,7 +3,11 @@
 #include "db.h"
 
 #include <inttypes.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "config.h"
 #include "db-pg.h"
@@ -14,6 +18,8 @@ struct db {
         struct pgdb *pg; /* driver = postgresql: everything goes there */
         sqlite3 *handle;
         char *path;
+        bool immutable;        /* opened with immutable=1: validate after reading */
+        struct db_state state; /* before that open */
         char errmsg[512];
         void *memo;
         void (*free_memo)(void *memo);
@@ -66,12 +72,12 @@ static int fail(struct db *db, int rc) {
         return errno_from_sqlite(rc);
 }
 
-/* file: URI for path with ?mode=ro; path bytes that mean something in a
+/* file: URI for path with ?query; path bytes that mean something in a
  * URI are %-escaped. */
-static char *uri_for(const char *path) {
+static char *uri_for(const char *path, const char *query) {
         static const char hex[] = "0123456789ABCDEF";
         size_t n = strlen(path);
-        char *uri = malloc(5 + 3 * n + 9), *o = uri;
+        char *uri = malloc(5 + 3 * n + 2 + strlen(query)), *o = uri;
 
         if (!uri)
                 return NULL;
@@ -84,30 +90,169 @@ static char *uri_for(const char *path) {
                 } else
                         *o++ = (char)*s;
         }
-        strcpy(o, "?mode=ro");
+        *o++ = '?';
+        strcpy(o, query);
         return uri;
 }
 
-int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg) {
-        static __thread char msg[512];
-        _cleanup_free_ char *uri = NULL;
-        struct db *db;
-        int rc, r;
+/* SQLite's own open(), for every file it opens (database, -wal, -shm,
+ * -journal): never blocks (a FIFO renamed over the database would block
+ * an O_RDONLY open until a writer comes), and refuses what is not a
+ * regular file or a directory (SQLite opens directories to fsync them). */
+typedef int (*open_fn)(const char *path, int flags, int mode);
+static open_fn real_open;
 
-        /* SQLite's memory statistics take a global mutex on every malloc and
-         * free: 14% of a cycle's instructions (bench/README.md). Only
-         * possible before SQLite initialises; later calls change nothing. */
-        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+static int open_nonblocking(const char *path, int flags, int mode) {
+        struct stat st;
+        int fd = real_open(path, flags | O_NONBLOCK, mode);
 
-        db = calloc(1, sizeof(*db));
-        uri = uri_for(path);
-        if (!db || !uri || !(db->path = strdup(path))) {
-                db_close(db);
-                if (errmsg)
-                        *errmsg = "out of memory";
-                return -ENOMEM;
+        if (fd >= 0 && (fstat(fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)))) {
+                close(fd);
+                errno = ENXIO;
+                return -1;
         }
+        return fd;
+}
 
+static void hook_open(void) {
+        static bool done;
+        sqlite3_vfs *vfs;
+
+        if (done)
+                return;
+        done = true;
+        vfs = sqlite3_vfs_find(NULL);
+        if (!vfs || vfs->iVersion < 3 || !vfs->xSetSystemCall || !vfs->xGetSystemCall)
+                return;
+        real_open = (open_fn)vfs->xGetSystemCall(vfs, "open");
+        if (real_open)
+                vfs->xSetSystemCall(vfs, "open", (sqlite3_syscall_ptr)open_nonblocking);
+}
+
+static const char *file_type(mode_t m) {
+        return S_ISFIFO(m)   ? "a FIFO"
+               : S_ISDIR(m)  ? "a directory"
+               : S_ISCHR(m)  ? "a character device"
+               : S_ISBLK(m)  ? "a block device"
+               : S_ISSOCK(m) ? "a socket"
+                             : "not a regular file";
+}
+
+static void mix(uint64_t *h, const void *data, size_t n) {
+        const unsigned char *b = data;
+
+        for (size_t i = 0; i < n; i++) {
+                *h ^= b[i];
+                *h *= 0x100000001b3ULL; /* FNV-1a */
+        }
+}
+
+static void mix_stat(uint64_t *h, const struct stat *st) {
+        mix(h, &st->st_dev, sizeof(st->st_dev));
+        mix(h, &st->st_ino, sizeof(st->st_ino));
+        mix(h, &st->st_size, sizeof(st->st_size));
+        mix(h, &st->st_mtim, sizeof(st->st_mtim));
+        mix(h, &st->st_ctim, sizeof(st->st_ctim));
+}
+
+/* The wal-index header in -shm (SQLite's WAL file format: two copies of
+ * 48 bytes, isInit at byte 12, mxFrame at 16): 1 and the header when it is
+ * consistent and initialised, 0 when there is no usable -shm, -EAGAIN when
+ * a writer was changing it each time we looked. */
+static int read_wal_index(const char *shm, unsigned char hdr[48]) {
+        _cleanup_close_ int fd = open(shm, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        unsigned char buf[96];
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        for (int i = 0; i < 100; i++) {
+                if (pread(fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+                        return 0;
+                if (memcmp(buf, buf + 48, 48) == 0) {
+                        if (buf[12] != 1)
+                                return 0;
+                        memcpy(hdr, buf, 48);
+                        return 1;
+                }
+        }
+        return -EAGAIN;
+}
+
+int db_probe(const char *path, struct db_state *ret) {
+        _cleanup_free_ char *real = NULL, *wal = NULL, *shm = NULL;
+        _cleanup_close_ int fd = -1;
+        unsigned char hdr[100] = {0}, wal_index[48];
+        struct stat st, wst;
+        uint64_t h = 0xcbf29ce484222325ULL;
+        ssize_t n;
+        int k;
+
+        *ret = (struct db_state){0};
+        /* stat() first: open() of a FIFO would not block (O_NONBLOCK), but
+         * of a device it may do anything. */
+        if (stat(path, &st) < 0)
+                return ret->error = -errno;
+        if (!S_ISREG(st.st_mode))
+                return ret->error = -ENOTSUP;
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return ret->error = -errno;
+        if (fstat(fd, &st) < 0)
+                return ret->error = -errno;
+        if (!S_ISREG(st.st_mode))
+                return ret->error = -ENOTSUP;
+        n = pread(fd, hdr, sizeof(hdr), 0);
+        if (n < 0)
+                return ret->error = -errno;
+        /* SQLite keeps -wal and -shm next to the real file. */
+        real = realpath(path, NULL);
+        if (!real)
+                return ret->error = -errno;
+        if (asprintf(&wal, "%s-wal", real) < 0 || asprintf(&shm, "%s-shm", real) < 0)
+                return ret->error = -ENOMEM;
+
+        ret->identity = 0xcbf29ce484222325ULL;
+        mix(&ret->identity, &st.st_dev, sizeof(st.st_dev));
+        mix(&ret->identity, &st.st_ino, sizeof(st.st_ino));
+        ret->wal_format = n >= 20 && hdr[18] == 2 && hdr[19] == 2;
+        ret->wal_exists = stat(wal, &wst) == 0;
+
+        /* The main file: which file, its size and times, its header (file
+         * change counter at 24, version-valid-for at 92, schema cookie). */
+        mix_stat(&h, &st);
+        mix(&h, hdr, sizeof(hdr));
+        /* What -wal adds: in the wal-index header, the last commit's frame,
+         * its checksum and the WAL's salts; with no frames, nothing. With
+         * no usable -shm, the -wal file as it is (SQLite recovers from it). */
+        k = read_wal_index(shm, wal_index);
+        if (k > 0) {
+                uint32_t mx_frame;
+                memcpy(&mx_frame, wal_index + 16, sizeof(mx_frame));
+                if (mx_frame > 0)
+                        mix(&h, wal_index, sizeof(wal_index));
+        } else if (k < 0) {
+                uint64_t now = now_usec(CLOCK_MONOTONIC); /* unknown: call it changed */
+                mix(&h, &now, sizeof(now));
+        } else if (ret->wal_exists && wst.st_size > 0)
+                mix_stat(&h, &wst);
+        ret->version = h;
+        return 0;
+}
+
+const char *db_probe_strerror(int error) {
+        return error == -ENOTSUP ? "not a regular file" : strerror(-error);
+}
+
+/* Opens uri into db->handle and reads the schema. */
+static int open_uri(struct db *db, const char *path, const char *query, uint64_t busy_timeout_ms) {
+        _cleanup_free_ char *uri = uri_for(path, query);
+        int rc;
+
+        if (!uri)
+                return SQLITE_NOMEM;
+        sqlite3_close_v2(db->handle);
+        db->handle = NULL;
         rc = sqlite3_open_v2(uri, &db->handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc == SQLITE_OK) {
                 sqlite3_busy_timeout(db->handle, (int)busy_timeout_ms);
@@ -115,6 +260,52 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
                 /* Reading the schema proves the file is a database now,
                  * not at the first map. */
                 rc = sqlite3_exec(db->handle, "PRAGMA schema_version", NULL, NULL, NULL);
+        }
+        return rc;
+}
+
+int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const char **errmsg) {
+        static __thread char msg[512];
+        struct stat st;
+        struct db *db;
+        int rc, r;
+
+        /* SQLite's memory statistics take a global mutex on every malloc and
+         * free: 14% of a cycle's instructions (bench/README.md). Only
+         * possible before SQLite initialises; later calls change nothing. */
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+        hook_open();
+
+        /* Never hand SQLite what is not a regular file. */
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+                snprintf(msg, sizeof(msg), "not a regular file (%s)", file_type(st.st_mode));
+                if (errmsg)
+                        *errmsg = msg;
+                return -ENOTSUP;
+        }
+
+        db = calloc(1, sizeof(*db));
+        if (!db || !(db->path = strdup(path))) {
+                db_close(db);
+                if (errmsg)
+                        *errmsg = "out of memory";
+                return -ENOMEM;
+        }
+
+        rc = open_uri(db, path, "mode=ro", busy_timeout_ms);
+        if ((rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY) {
+                /* A WAL database whose directory we cannot write, after its
+                 * last writer closed: no -wal, no -shm, and SQLite cannot
+                 * create the -shm it wants. The main file alone is then the
+                 * whole database: read it as immutable, and db_validate()
+                 * proves afterwards that it stayed so (no -wal appeared, the
+                 * file and its header unchanged). */
+                struct db_state s;
+                if (db_probe(path, &s) == 0 && s.wal_format && !s.wal_exists) {
+                        rc = open_uri(db, path, "mode=ro&immutable=1", busy_timeout_ms);
+                        db->immutable = rc == SQLITE_OK;
+                        db->state = s;
+                }
         }
         if (rc != SQLITE_OK) {
                 r = errno_from_sqlite(rc);
@@ -130,6 +321,25 @@ int db_open(const char *path, uint64_t busy_timeout_ms, struct db **ret, const c
                 return r;
         }
         *ret = db;
+        return 0;
+}
+
+bool db_is_immutable(const struct db *db) {
+        return db->immutable;
+}
+
+int db_validate(struct db *db) {
+        struct db_state now;
+
+        if (!db->immutable)
+                return 0;
+        if (db_probe(db->path, &now) < 0 || now.wal_exists || now.identity != db->state.identity ||
+            now.version != db->state.version) {
+                snprintf(db->errmsg, sizeof(db->errmsg),
+                         "the database changed while it was read without locks (read-only directory); reading it "
+                         "again");
+                return -ESTALE;
+        }
         return 0;
 }
 
@@ -341,6 +551,15 @@ int db_tables_with_pages(struct db *db, const char *const *tables, size_t n_tabl
         }
         sqlite3_finalize(st);
         return 0;
+}
+
+void *db_take_memo(struct db *db, void (**free_memo)(void *memo)) {
+        void *memo = db->memo;
+
+        *free_memo = db->free_memo;
+        db->memo = NULL;
+        db->free_memo = NULL;
+        return memo;
 }
 
 bool db_has_moved(struct db *db) {

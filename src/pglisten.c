@@ -68,9 +68,10 @@ static void drop_connection(struct pglisten *l) {
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void arm_timer(struct pglisten *l, uint64_t usec_rel) {
-        uint64_t now = 0;
+        /* From now, not from the loop iteration's start: a failed
+         * connect may have taken a while. */
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
 
-        sd_event_now(l->event, CLOCK_MONOTONIC, &now);
         if (!l->timer) {
                 if (sd_event_add_time(l->event, &l->timer, CLOCK_MONOTONIC, now + usec_rel, 1000, on_timer, l) < 0)
                         log_error("PostgreSQL LISTEN: could not arm a timer: %m");

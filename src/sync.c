@@ -301,7 +301,16 @@ static void commit_set(struct sync_cycle *cy, size_t i) {
  * snapshot holds exactly the frames up to pos->mx_frame. *pinned false
  * when that cannot be told (no -shm, a writer in between thrice). */
 static int begin_pinned(struct db *db, struct wal_pos *pos, bool *pinned) {
+        struct wal_pos probe;
+
         *pinned = false;
+        /* A new connection maps -shm at its first read transaction. */
+        if (db_wal_pos(db, &probe) == -ENOENT) {
+                int r = db_begin(db);
+                if (r < 0)
+                        return r;
+                db_end(db);
+        }
         for (int attempt = 0; attempt < 3; attempt++) {
                 struct wal_pos before, after;
                 bool have = db_wal_pos(db, &before) == 0;

@@ -7,6 +7,7 @@ released."""
 
 import os
 import re
+import signal
 import sys
 import time
 
@@ -38,7 +39,10 @@ class Locked(faultlib.FaultTestCase):
         n_log = len(d.log())
         t_lock = time.monotonic()
         self.lock(w, 4321)
-        # The attempt to look fails after busy_timeout_ms and is retried.
+        # An uncommitted transaction changes no committed state (the
+        # database file is not written yet): a sync is asked for (SIGUSR1).
+        # It fails after busy_timeout_ms and is retried.
+        d.signal(signal.SIGUSR1)
         d.wait_log(r"sync failed", count=1, timeout=10)
         time.sleep(max(0.0, t_lock + HOLD_S - time.monotonic()))
         self.assertIsNone(d.proc.poll(), "mapsyncd died:\n" + self.dump(d))

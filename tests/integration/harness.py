@@ -615,3 +615,92 @@ def wait_notified(daemon, field, count=1, timeout=15, value=None):
     except AssertionError as e:
         raise AssertionError("%s; sd_notify messages: %r; last log lines:\n%s"
                              % (e, daemon.messages, "\n".join(daemon.log()[-30:])))
+
+
+# --- Expected maps without touching the watched database ---------------------
+# Reading the database through SQLite while waiting for the daemon creates
+# -wal/-shm events that make it look again, which would hide a missed
+# change. These helpers compute what the maps must become from a private
+# copy (the shadow), so that the wait reads nothing but map files.
+
+def copy_db(src, dst):
+    """A consistent copy of src at dst (SQLite's backup API), in rollback
+    mode. Take it before the change under test, never while waiting."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(dst + suffix)
+        except FileNotFoundError:
+            pass
+    s = sqlite3.connect("file:%s?mode=ro" % src, uri=True)
+    d = sqlite3.connect(dst)
+    try:
+        s.backup(d)
+        d.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        d.close()
+        s.close()
+
+
+class Shadow:
+    """A private copy of a database in its own directory, to which a test
+    applies every change it makes to the real one; expected() renders it."""
+
+    def __init__(self, env, src=None, name="shadow"):
+        d = os.path.join(env.dir, name)
+        os.makedirs(d, exist_ok=True)
+        self.path = os.path.join(d, "database.sqlite")
+        copy_db(src or env.db, self.path)
+
+    def sql(self, statement, params=()):
+        c = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            c.execute(statement, params)
+        finally:
+            c.close()
+
+    def query(self, statement, params=()):
+        c = sqlite3.connect(self.path)
+        try:
+            return c.execute(statement, params).fetchall()
+        finally:
+            c.close()
+
+    def expected(self):
+        return expected_maps(self.path)
+
+    def active_account_ids(self, n):
+        """Ids of n accounts that are active on active domains."""
+        rows = self.query("SELECT a.id FROM email_accounts a JOIN domains d ON d.id = a.domain_id "
+                          "WHERE a.active = 1 AND d.active = 1 ORDER BY a.id LIMIT ?", (n,))
+        return [r[0] for r in rows]
+
+
+def read_maps(out_dir):
+    """{map: text or None} of the map files in out_dir."""
+    have = {}
+    for m in MAPS:
+        try:
+            have[m] = read(os.path.join(out_dir, m))
+        except FileNotFoundError:
+            have[m] = None
+    return have
+
+
+def wait_maps_equal(test, want, timeout=20, daemon=None, out_dir=None):
+    """Waits until every map file equals want[map], reading only map files."""
+    out_dir = out_dir or test.env.out
+    last = {}
+
+    def ok():
+        have = read_maps(out_dir)
+        for m in MAPS:
+            if have[m] != want[m]:
+                last["map"] = m
+                return False
+        return True
+
+    try:
+        wait_for(ok, timeout, interval=0.02, what="maps equal to the expected ones")
+    except AssertionError as e:
+        logs = "\n".join(daemon.log()[-40:]) if daemon else ""
+        raise AssertionError("%s (map %s differs); last log lines:\n%s" % (e, last.get("map"), logs))

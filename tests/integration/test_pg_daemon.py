@@ -13,6 +13,7 @@ import unittest
 
 import harness
 import pgcluster
+from apilib import api_section, request
 from harness import MAPS, read, wait_for
 
 for _v in ("WATCHDOG_USEC", "WATCHDOG_PID"):
@@ -46,7 +47,9 @@ class Base(harness.DaemonTestCase):
         self.passfile = self.pg.write_passfile(os.path.join(self.env.dir, "pgpass"))
         self.metrics = os.path.join(self.env.dir, "metrics.prom")
         sync = dict(FAST, metrics_file=self.metrics)
-        self.env.write_config(pgcluster.pg_config(self.env, self.pg, passfile=self.passfile, sync=sync))
+        self.api = os.path.join(self.env.dir, "api.sock")
+        self.env.write_config(pgcluster.pg_config(self.env, self.pg, passfile=self.passfile, sync=sync)
+                              + api_section(self.api))
 
     def want(self):
         return pgcluster.expected_maps(self.pg, self.env.dir)
@@ -86,17 +89,34 @@ class Base(harness.DaemonTestCase):
         m = re.search(r"(?m)^%s (\S+)$" % name, read(self.metrics))
         return m and float(m.group(1))
 
+    def api_state(self):
+        a = request(self.api, "GET", "/v1/status")
+        self.assertEqual(a.status, 200, a)
+        return a.json["state"]
+
 
 class Follow(Base):
 
     def test_commits_followed_noop_writes_nothing(self):
         d = self.start()
         self.assertEqual(self.metric("mapsyncd_database_listening"), 1)
+        self.assertEqual(self.api_state(), "idle")
+        # POST /v1/sync: a cycle on PostgreSQL too, answered with its maps.
+        a = request(self.api, "POST", "/v1/sync")
+        self.assertEqual(a.status, 200, a)
+        self.assertEqual(sorted(m["name"] for m in a.json["maps"]), sorted(MAPS))
         g = harness.gendb
         self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'new@d0001.example', "
                     "'dest@external.example')")
+        hooks = len(self.env.hooks_run())
+        self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'new2@d0001.example', "
+                    "'dest@external.example')")
         self.wait_pg_maps(timeout=10)
         self.assertIn("new@d0001.example\tdest@external.example\n", read(self.env.output("virtual_aliases")))
+        # The hooks of exactly the map that changed.
+        wait_for(lambda: len(self.env.hooks_run()) > hooks, 10, what="virtual_aliases' hook")
+        self.wait_quiet(d, 0.3)
+        self.assertEqual(sorted(set(h[0] for h in self.env.hooks_run()[hooks:])), ["virtual_aliases"])
         self.pg.sql("UPDATE email_accounts SET active = false WHERE email = %s", (g.ACTIVE_ACCOUNT,))
         self.wait_pg_maps(timeout=10)
         self.assertNotIn(g.ACTIVE_ACCOUNT + ":", read(self.env.output("passwd")))
@@ -141,6 +161,28 @@ class Follow(Base):
         self.assertEqual(d.stop(), 0)
 
 
+class Reload(Base):
+
+    def test_sighup_with_another_channel(self):
+        d = self.start()
+        text = read(self.env.conf).replace("channel = mapsyncd", "channel = other_maps")
+        self.env.write_config(text)
+        d.signal(__import__("signal").SIGHUP)
+        d.wait_log(r"PostgreSQL: listening on channel other_maps")
+        self.wait_quiet(d, 0.5)
+        # The triggers still say "mapsyncd": nobody listens there now.
+        n = len(self.sync_lines(d))
+        self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'quiet@d0001.example', "
+                    "'q@external.example')")
+        time.sleep(1.0)
+        self.assertEqual(self.sync_lines(d)[n:], [])
+        self.assertNotIn("quiet@d0001.example", read(self.env.output("virtual_aliases")))
+        # A NOTIFY on the new channel is heard.
+        self.pg.sql("NOTIFY other_maps, 'aliases'")
+        self.wait_pg_maps(timeout=10)
+        self.assertEqual(d.stop(), 0)
+
+
 class Restart(Base):
 
     def test_database_restarted_maps_kept_resync_no_commit_lost(self):
@@ -155,6 +197,7 @@ class Restart(Base):
         wait_for(lambda: any("no change notifications" in s for s in d.notified("STATUS")), 10,
                  what="STATUS saying so")
         wait_for(lambda: self.metric("mapsyncd_database_listening") == 0, 10, what="metrics saying so")
+        self.assertEqual(self.api_state(), "database unavailable")
         time.sleep(1.5)  # a few reconnect attempts fail
         self.assertEqual(d.proc.poll(), None)
         for m in MAPS:
@@ -170,6 +213,7 @@ class Restart(Base):
         wait_for(lambda: self.metric("mapsyncd_database_listening") == 1, 10, what="metrics: listening again")
         self.assertGreaterEqual(self.metric("mapsyncd_database_reconnects_total"), 1)
         wait_for(lambda: not d.notified("STATUS")[-1].startswith("database"), 10, what="STATUS clear again")
+        wait_for(lambda: self.api_state() == "idle", 10, what="the API's state idle again")
         # And it follows commits again.
         self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'after@d0001.example', "
                     "'after-restart@external.example')")
