@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct pgdb;
 struct pgdb_query;
@@ -29,10 +30,13 @@ char *pg_wrap_query(const char *sql);
  * passfile may be NULL. NULL on failure with the reason in err. */
 PGconn *pg_connect(const char *conninfo, const char *passfile, char *err, size_t errlen);
 
-/* Connects. 0, or -ECONNREFUSED, -EACCES, -ENOMEM...; *errmsg (may be
+/* Connects; each transaction waits at most lock_timeout_ms for a lock
+ * (busy_timeout_ms; 0 counts as 1 ms), then fails with -EBUSY.
+ * 0, or -ECONNREFUSED, -EACCES, -ENOMEM...; *errmsg (may be
  * NULL) then points to a thread-local description valid until the next
  * call. */
-int pgdb_open(const char *conninfo, const char *passfile, struct pgdb **ret, const char **errmsg);
+int pgdb_open(const char *conninfo, const char *passfile, uint64_t lock_timeout_ms, struct pgdb **ret,
+              const char **errmsg);
 struct pgdb *pgdb_close(struct pgdb *db);
 
 /* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY: every query until

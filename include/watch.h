@@ -29,6 +29,10 @@ typedef void (*watch_fn)(void *userdata, unsigned flags);
  * does not exist; -EMFILE, -ENOSPC, -ENOSYS... when inotify cannot. */
 int watch_new(sd_event *event, const char *db_path, watch_fn fn, void *userdata, struct watch **ret);
 
+/* Whether each watched directory's path still names the directory that
+ * is watched (not so after a mount over it or a rename of it). */
+bool watch_is_current(const struct watch *w);
+
 /* The real path of the database the watch was set up for. */
 const char *watch_real_path(const struct watch *w);
 

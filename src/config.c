@@ -857,6 +857,11 @@ static void validate_files(struct parser *p) {
                         if (c->maps[j].output && in_directory(c->maps[j].output, dir))
                                 error_at(p, f->line, "[files %s] directory %s holds the output of [map %s]", f->name,
                                          dir, c->maps[j].name);
+                if (config_find_map(c, f->name))
+                        error_at(p, f->line,
+                                 "[files %s] has the name of a [map %s] (names appear in the log and "
+                                 "the hooks' environment: one each)",
+                                 f->name, f->name);
                 for (size_t j = 0; j < i; j++)
                         if (c->files[j].directory && same_dir(c->files[j].directory, dir))
                                 error_at(p, f->line, "[files %s] writes into %s, as [files %s] does already", f->name,

@@ -74,6 +74,7 @@ struct daemon {
 
 static void daemon_sync(struct daemon *d);
 static void daemon_detect_run(struct daemon *d);
+static void daemon_on_change(void *userdata, unsigned flags);
 
 static void arm(struct daemon *d, sd_event_source **s, uint64_t usec_abs, sd_event_time_handler_t fn) {
         if (!*s) {
@@ -224,6 +225,10 @@ static void daemon_sync(struct daemon *d) {
         disarm(d->sync_deadline);
         d->full_next = false;
         d->generation++;
+        /* A directory mounted over or renamed: what is watched is not what
+         * the path names any more. */
+        if (d->watch && !watch_is_current(d->watch))
+                daemon_on_change(d, WATCH_LOST);
         /* Read before the snapshot: a commit after it shows as a change. */
         if (sqlite)
                 db_probe(d->config->db_path, &st);
@@ -308,13 +313,15 @@ done:
         daemon_update_status(d);
 }
 
-static void daemon_on_change(void *userdata, unsigned flags);
-
 /* Resolves the database's path again and watches what it names now. */
 static void daemon_rewatch(struct daemon *d) {
         int r;
 
         d->watch = watch_free(d->watch);
+        if (d->config->db_driver != DB_DRIVER_SQLITE) {
+                detect_watch_result(d->detect, now_usec(CLOCK_MONOTONIC), 0); /* LISTEN instead */
+                return;
+        }
         r = watch_new(d->event, d->config->db_path, daemon_on_change, d, &d->watch);
         if (r >= 0) {
                 const char *real = watch_real_path(d->watch);
@@ -366,6 +373,8 @@ static void daemon_detect_run(struct daemon *d) {
                         break;
                 switch (a) {
                 case DETECT_CHECK: /* never asked for when unversioned (PostgreSQL) */
+                        if (d->watch && !watch_is_current(d->watch))
+                                daemon_on_change(d, WATCH_LOST);
                         db_probe(d->config->db_path, &st);
                         rd = (struct detect_reading){st.error, st.identity, st.version};
                         detect_checked(d->detect, now, &rd);

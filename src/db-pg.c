@@ -4,12 +4,14 @@
 #include "db-pg.h"
 
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "db.h"
 #include "util.h"
 
 struct pgdb {
         PGconn *conn;
+        uint64_t lock_timeout_ms;
         char errmsg[512];
 };
 
@@ -37,7 +39,7 @@ const char *pg_conninfo_problem(const char *conninfo) {
                 return msg;
         }
         for (PQconninfoOption *o = opts; o->keyword; o++)
-                if (streq(o->keyword, "password") && o->val)
+                if ((streq(o->keyword, "password") || streq(o->keyword, "sslpassword")) && o->val)
                         why = "holds a password; the configuration is no place for it: put it in a passfile "
                               "(passfile = ...) or use peer or certificate authentication";
         PQconninfoFree(opts);
@@ -126,7 +128,7 @@ static int errno_of(struct pgdb *db, const PGresult *res) {
                 return -ENOMEM;
         if (strncmp(state, "57", 2) == 0 || strncmp(state, "08", 2) == 0) /* shutdown, connection */
                 return -ECONNRESET;
-        if (strncmp(state, "40", 2) == 0) /* serialization failure, deadlock */
+        if (strncmp(state, "40", 2) == 0 || strcmp(state, "55P03") == 0) /* deadlock, lock timeout */
                 return -EBUSY;
         return -EIO;
 }
@@ -144,7 +146,8 @@ static int exec_command(struct pgdb *db, const char *sql) {
         return r;
 }
 
-int pgdb_open(const char *conninfo, const char *passfile, struct pgdb **ret, const char **errmsg) {
+int pgdb_open(const char *conninfo, const char *passfile, uint64_t lock_timeout_ms, struct pgdb **ret,
+              const char **errmsg) {
         static __thread char msg[512];
         struct pgdb *db = calloc(1, sizeof(*db));
 
@@ -153,6 +156,7 @@ int pgdb_open(const char *conninfo, const char *passfile, struct pgdb **ret, con
                         *errmsg = "out of memory";
                 return -ENOMEM;
         }
+        db->lock_timeout_ms = lock_timeout_ms > 0 ? lock_timeout_ms : 1;
         db->conn = pg_connect(conninfo, passfile, msg, sizeof(msg));
         if (!db->conn) {
                 if (errmsg)
@@ -188,6 +192,17 @@ int pgdb_begin(struct pgdb *db) {
                         return -ECONNRESET;
                 }
                 r = exec_command(db, begin);
+        }
+        if (r == 0) {
+                /* A migration's ACCESS EXCLUSIVE lock would hold the cycle,
+                 * and the event loop with it: give up after busy_timeout_ms
+                 * as with SQLite's write lock, and retry. */
+                char set[80];
+                snprintf(set, sizeof(set), "SET LOCAL lock_timeout = '%llums'",
+                         (unsigned long long)db->lock_timeout_ms);
+                r = exec_command(db, set);
+                if (r < 0)
+                        (void)exec_command(db, "ROLLBACK");
         }
         return r;
 }

@@ -355,7 +355,7 @@ int db_open_config(const struct config *c, struct db **ret, const char **errmsg)
                         *errmsg = "out of memory";
                 return -ENOMEM;
         }
-        r = pgdb_open(c->pg_conninfo, c->pg_passfile, &db->pg, errmsg);
+        r = pgdb_open(c->pg_conninfo, c->pg_passfile, c->busy_timeout_ms, &db->pg, errmsg);
         if (r < 0) {
                 free(db);
                 return r;

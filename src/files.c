@@ -93,12 +93,11 @@ static int no_password(char *buf, int size, int rwflag, void *u) {
         return -1; /* never ask: an encrypted key is an invalid row */
 }
 
-static const char *check_pem_private_key(const char *data, size_t len) {
+/* The text of one PEM private-key block, without libcrypto. */
+static const char *check_pem_text(const char *data, size_t len) {
         const char *p = data, *end = data + len, *next, *label = NULL;
         char begin[64], end_line[64];
         size_t n, n_body = 0;
-        BIO *bio;
-        EVP_PKEY *key;
 
         if (memchr(data, '\0', len))
                 return "not a PEM private key: holds a NUL byte";
@@ -134,6 +133,15 @@ static const char *check_pem_private_key(const char *data, size_t len) {
         /* After END: nothing, or the line break that ended it. */
         if (next != end)
                 return "not a PEM private key: text follows the END line (one block only)";
+        return NULL;
+}
+
+/* libcrypto's verdict: about a millisecond a key, so it is asked only of
+ * a content about to be written. */
+static const char *check_pem_parse(const char *data, size_t len) {
+        BIO *bio;
+        EVP_PKEY *key;
+
         bio = BIO_new_mem_buf(data, (int)len);
         if (!bio)
                 return "not checked: out of memory";
@@ -151,9 +159,21 @@ const char *files_check_content(enum files_content kind, const void *data, size_
                 return "content is NULL";
         if (len > FILES_CONTENT_MAX)
                 return "content is larger than 1 MiB";
-        if (kind == FILES_CONTENT_PEM_PRIVATE_KEY)
-                return check_pem_private_key(data, len);
+        if (kind == FILES_CONTENT_PEM_PRIVATE_KEY) {
+                const char *why = check_pem_text(data, len);
+                return why ? why : check_pem_parse(data, len);
+        }
         return NULL;
+}
+
+/* What can be told without libcrypto (collect_rows); check_pem_parse
+ * follows for the contents that will be written (plan). */
+static const char *check_content_text(enum files_content kind, const void *data, size_t len) {
+        if (!data)
+                return "content is NULL";
+        if (len > FILES_CONTENT_MAX)
+                return "content is larger than 1 MiB";
+        return kind == FILES_CONTENT_PEM_PRIVATE_KEY ? check_pem_text(data, len) : NULL;
 }
 
 int files_manifest_path(const struct config *c, const struct files_config *f, char **ret) {
@@ -443,7 +463,7 @@ static int collect_rows(struct files_set *s, struct db *db) {
                         notify_watchdog_kick();
                 why = files_check_name(row.key, row.key ? row.key_len : 0);
                 if (!why)
-                        why = files_check_content(fc->content, row.value, row.value_len);
+                        why = check_content_text(fc->content, row.value, row.value_len);
                 if (why) {
                         note_dropped(s, &row, why);
                         continue;
@@ -529,13 +549,29 @@ static int join_names(char **ret, char *const *names, size_t n) {
 
 static int plan(struct files_set *s) {
         _cleanup_free_ char **changed = NULL;
-        size_t n_changed = 0;
+        size_t n_changed = 0, o = 0;
         int r;
 
         for (size_t i = 0; i < s->n_entries; i++) {
-                compare_entry(s, &s->entries[i]);
-                s->n_written += s->entries[i].write;
+                struct entry *e = &s->entries[i];
+                const char *why = NULL;
+
+                compare_entry(s, e);
+                /* An unchanged file passed this check when it was written. */
+                if (e->write && s->fc->content == FILES_CONTENT_PEM_PRIVATE_KEY)
+                        why = check_pem_parse((const char *)e->content, e->len);
+                if (why) {
+                        struct db_row row = {.key = (const unsigned char *)e->name, .key_len = strlen(e->name)};
+                        note_dropped(s, &row, why);
+                        free(e->name);
+                        OPENSSL_cleanse(e->content, e->len);
+                        free(e->content);
+                        continue;
+                }
+                s->n_written += e->write;
+                s->entries[o++] = *e;
         }
+        s->n_entries = o;
         for (size_t i = 0; i < s->n_listed; i++) {
                 struct stat st;
                 char **v;
@@ -596,15 +632,15 @@ int files_render(struct db *db, const struct config *c, size_t index, bool dry_r
                 r = collect_rows(s, db);
         if (r >= 0)
                 drop_repeats(s);
+        if (r >= 0)
+                r = manifest_read(s);
+        if (r >= 0)
+                r = plan(s);
         if (r >= 0 && s->n_invalid > 0 && s->fc->on_invalid == ON_INVALID_FAIL) {
                 files_log_invalid(s, LOG_ERR);
                 r = fail(s, -EINVAL, "%llu invalid rows and on_invalid = fail: kept %s as it was",
                          (unsigned long long)s->n_invalid, s->fc->directory);
         }
-        if (r >= 0)
-                r = manifest_read(s);
-        if (r >= 0)
-                r = plan(s);
         if (r < 0)
                 goto fail;
         *ret = s;

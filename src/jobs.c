@@ -369,28 +369,44 @@ static void reload_owe(struct job *rj, const char *cause) {
         str_append(&rj->causes, &len, cause, strlen(cause));
 }
 
-/* Adds the names of `more` that `*list` lacks. */
+static int cmp_name(const void *a, const void *b) {
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* *list becomes the union of its names and those of `more`, sorted, each
+ * once, separated by one space. */
 static void names_merge(char **list, const char *more) {
-        _cleanup_free_ char *copy = strdup(more);
-        size_t len = *list ? strlen(*list) : 0;
+        _cleanup_free_ char *all = NULL, *out = NULL;
+        _cleanup_free_ char **v = NULL;
+        size_t len = 0, n = 0, cap = 0, out_len = 0;
         char *save = NULL;
 
-        if (!copy)
+        if ((*list && (str_append(&all, &len, *list, strlen(*list)) < 0 || str_append(&all, &len, " ", 1) < 0)) ||
+            str_append(&all, &len, more, strlen(more)) < 0)
                 return;
-        for (char *n = strtok_r(copy, " ", &save); n; n = strtok_r(NULL, " ", &save)) {
-                bool have = false;
-                size_t nl = strlen(n);
-
-                for (const char *p = *list; p && (p = strstr(p, n)); p += nl)
-                        if ((p == *list || p[-1] == ' ') && (p[nl] == ' ' || p[nl] == '\0')) {
-                                have = true;
-                                break;
-                        }
-                if (have)
+        for (char *t = strtok_r(all, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+                if (n == cap) {
+                        char **nv = reallocarray(v, cap ? 2 * cap : 16, sizeof(*v));
+                        if (!nv)
+                                return;
+                        v = nv;
+                        cap = cap ? 2 * cap : 16;
+                }
+                v[n++] = t;
+        }
+        if (n > 1)
+                qsort(v, n, sizeof(*v), cmp_name);
+        if (str_append(&out, &out_len, "", 0) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                if (i > 0 && streq(v[i], v[i - 1]))
                         continue;
-                if ((len && str_append(list, &len, " ", 1) < 0) || str_append(list, &len, n, nl) < 0)
+                if ((out_len && str_append(&out, &out_len, " ", 1) < 0) ||
+                    str_append(&out, &out_len, v[i], strlen(v[i])) < 0)
                         return;
         }
+        free(*list);
+        *list = TAKE_PTR(out);
 }
 
 /* File sets: a changed set owes its on_change (with the names) and its

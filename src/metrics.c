@@ -115,6 +115,26 @@ void metrics_cycle(struct metrics *m, const struct config *c, const struct sync_
                         mm->last_change = unix_now();
                 }
         }
+        /* File sets count as maps here: rows are their files. */
+        for (size_t i = 0; i < c->n_files; i++) {
+                struct metric_map *mm = map_get(m, c->files[i].name);
+                const struct map_result *res = cy ? &cy->set_results[i] : NULL;
+
+                if (!mm)
+                        continue;
+                mm->present = true;
+                if (!res)
+                        continue;
+                mm->failed = res->status == MAP_FAILED;
+                ok &= !mm->failed;
+                if (mm->failed)
+                        continue;
+                mm->rows = res->rows;
+                if (res->status == MAP_CHANGED) {
+                        mm->replacements++;
+                        mm->last_change = unix_now();
+                }
+        }
         if (ok)
                 m->last_success = unix_now();
         else

@@ -15,7 +15,10 @@
 struct watch_dir {
         sd_event_source *source;
         struct watch *w;
+        char *path; /* the directory */
         char *name; /* the symlink's name; NULL: the database's own directory */
+        dev_t dev;  /* what path named when the watch was added */
+        ino_t ino;
 };
 
 struct watch {
@@ -186,20 +189,28 @@ struct add_ctx {
 static int add_dir(struct add_ctx *ctx, const char *dir, const char *name) {
         struct watch *w = ctx->w;
         struct watch_dir *wd;
+        struct stat st;
         int r;
 
         if (w->n_dirs >= ARRAY_SIZE(w->dirs))
                 return -ELOOP;
         wd = &w->dirs[w->n_dirs];
         wd->w = w;
-        if (name && !(wd->name = strdup(name)))
-                return -ENOMEM;
-        r = sd_event_add_inotify(ctx->event, &wd->source, dir, name ? LINK_MASK : DIR_MASK, watch_on_inotify, wd);
+        if ((name && !(wd->name = strdup(name))) || !(wd->path = strdup(dir)))
+                r = -ENOMEM;
+        else if (stat(dir, &st) < 0)
+                r = -errno;
+        else
+                r = sd_event_add_inotify(ctx->event, &wd->source, dir, name ? LINK_MASK : DIR_MASK, watch_on_inotify,
+                                         wd);
         if (r < 0) {
                 free(wd->name);
-                wd->name = NULL;
+                free(wd->path);
+                wd->name = wd->path = NULL;
                 return r;
         }
+        wd->dev = st.st_dev;
+        wd->ino = st.st_ino;
         w->n_dirs++;
         return 0;
 }
@@ -241,6 +252,15 @@ int watch_new(sd_event *event, const char *db_path, watch_fn fn, void *userdata,
         return 0;
 }
 
+bool watch_is_current(const struct watch *w) {
+        for (size_t i = 0; i < w->n_dirs; i++) {
+                struct stat st;
+                if (stat(w->dirs[i].path, &st) < 0 || st.st_dev != w->dirs[i].dev || st.st_ino != w->dirs[i].ino)
+                        return false;
+        }
+        return true;
+}
+
 const char *watch_real_path(const struct watch *w) {
         return w->real;
 }
@@ -255,6 +275,7 @@ struct watch *watch_free(struct watch *w) {
         for (size_t i = 0; i < ARRAY_SIZE(w->dirs); i++) {
                 sd_event_source_disable_unref(w->dirs[i].source);
                 free(w->dirs[i].name);
+                free(w->dirs[i].path);
         }
         free(w->real);
         free(w->base);

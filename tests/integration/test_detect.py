@@ -373,6 +373,39 @@ class ReadOnlyMount(Base):
         self.assertEqual(d.count_log(r"unavailable"), 0, "\n".join(d.log()))
         self.assertEqual(d.stop(), 0)
 
+    def test_mount_gone_and_back(self):
+        # Issue 10, item 7: every failure of detection said once, and over
+        # by itself. The mount goes away (the watch with it), then comes
+        # back over the same path (which raises no event there).
+        shadow = harness.Shadow(self.env)
+        commit(self.env.db, "SELECT 1", journal="wal")
+        view_db = self.ro_view()
+        view = os.path.dirname(view_db)
+        self.env.write_config(self.config(db_path=view_db, sync=FAST))
+        d = self.daemon()
+        d.wait_ready()
+        self.wait_maps(shadow.expected(), d)
+        subprocess.run(["umount", view], check=True, timeout=30)
+        self.mounts.remove(view)
+        # The watch is on the directory's inode, which the read-write path
+        # still reaches: the next change is seen, and the path checked.
+        commit(self.env.db, "UPDATE email_accounts SET quota = 3400 WHERE id = 1", journal="wal")
+        shadow.sql("UPDATE email_accounts SET quota = 3400 WHERE id = 1")
+        d.wait_log(r"database .* unavailable: no such file", timeout=15)
+        wait_for(lambda: "unavailable" in d.notified("STATUS")[-1], 10, what="STATUS naming the problem")
+        time.sleep(3)  # retried meanwhile, said once
+        self.assertEqual(d.count_log(r"unavailable"), 1, "\n".join(d.log()))
+        subprocess.run(["mount", "--bind", self.env.db_dir, view], check=True, timeout=30)
+        self.mounts.append(view)
+        subprocess.run(["mount", "-o", "remount,bind,ro", view], check=True, timeout=30)
+        d.wait_log(r"is available again", timeout=40)
+        sql, p = "UPDATE email_accounts SET quota = ? WHERE id = 1", (3500,)
+        shadow.sql(sql, p)
+        want = shadow.expected()
+        commit(self.env.db, sql, p, journal="wal")
+        self.wait_maps(want, d, timeout=10)
+        self.assertEqual(d.stop(), 0)
+
     def test_wal_writer_gone(self):
         self.follow("wal", False)
 

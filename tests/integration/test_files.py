@@ -236,6 +236,42 @@ class TestShippedOpenDKIM(FilesTestCase):
         self.assertIn("file name is NULL", r.stderr)
         self.assertEqual(read(os.path.join(e.state, "files-hostile.manifest")).splitlines()[2:], ["ok"])
 
+    def test_metrics(self):
+        e = self.env
+        metrics = os.path.join(e.dir, "metrics.prom")
+        e.write_config(e.files_config().replace("[sync]\n", "[sync]\nmetrics_file = %s\n" % metrics))
+        r = self.once()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = read(metrics)
+        self.assertIn('mapsyncd_map_rows{map="opendkim_keys"} 2\n', text)
+        self.assertIn('mapsyncd_map_replacements_total{map="opendkim_keys"} 1\n', text)
+        self.assertIn('mapsyncd_map_failed{map="opendkim_keys"} 0\n', text)
+        self.assert_no_key_material([text])
+
+    def test_owed_hook_keeps_its_names(self):
+        """A set's on_change that failed stays owed, with its names, across
+        runs (STATE_DIR/owed-hooks), and runs when it can."""
+        e = self.env
+        flag = os.path.join(e.dir, "hook-may-run")
+        hook = ('[ -e %s ] || exit 1; echo "files $MAPSYNCD_FILES [$MAPSYNCD_CHANGED]" >> %s'
+                % (flag, e.hook_log))
+        e.write_config(e.files_config(hook=hook))
+        r = self.once()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("files opendkim_keys: hook failed", r.stderr)
+        owed = read(os.path.join(e.state, "owed-hooks"))
+        self.assertIn("files opendkim_keys d0001.example.mail.private d0002.example.mail.private\n", owed)
+        # Another change while it is owed: the names add up.
+        e.sql("UPDATE domains SET dkim_selector = 's2' WHERE id = 1")
+        r = self.once()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        open(flag, "w").close()
+        r = self.once()  # nothing changes now; the owed hook runs
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(e.file_hooks(), ["files opendkim_keys [d0001.example.mail.private "
+                                          "d0001.example.s2.private d0002.example.mail.private]"])
+        self.assertFalse(os.path.exists(os.path.join(e.state, "owed-hooks")))
+
     def test_daemon_hook_once_per_cycle(self):
         e = self.env
         status = os.path.join(e.dir, "status.log")

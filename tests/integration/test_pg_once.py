@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 import harness
@@ -214,6 +215,33 @@ class Rules(PgCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("virtual_domains: query failed", r.stderr)
         self.assertGreater(self.pg.sql("SELECT count(*) FROM domains")[0][0], 0)
+
+
+class Locks(PgCase):
+
+    def test_migration_lock_fails_the_cycle_after_busy_timeout(self):
+        """A migration's ACCESS EXCLUSIVE lock on a table: the map reading it
+        fails after busy_timeout_ms (lock_timeout) instead of holding the
+        cycle, and the daemon's event loop, until the migration ends."""
+        text = pgcluster.pg_config(self.env, self.pg, passfile=self.passfile, hooks=False)
+        self.env.write_config(text.replace("busy_timeout_ms = 5000\n", "busy_timeout_ms = 300\n"))
+        holder = self.pg.connect(autocommit=False)
+        try:
+            holder.cursor().execute("LOCK TABLE aliases IN ACCESS EXCLUSIVE MODE")
+            t0 = time.monotonic()
+            r = self.env.run("--once", timeout=60)
+            self.assertLess(time.monotonic() - t0, 30)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertRegex(r.stderr, r"virtual_aliases: query failed: .*lock timeout")
+            self.assertFalse(os.path.exists(self.env.output("virtual_aliases")))
+            for m in ("virtual_domains", "vmailbox", "passwd"):
+                self.assertTrue(os.path.exists(self.env.output(m)), m)
+        finally:
+            holder.rollback()
+            holder.close()
+        r = self.env.run("--once")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_maps_match_db()
 
 
 class Snapshot(PgCase):

@@ -25,6 +25,8 @@ static void test_conninfo_rules(void) {
         CHECK_CONTAINS(pg_conninfo_problem("host=db password=''"), "holds a password");
         CHECK_CONTAINS(pg_conninfo_problem("postgresql://mapsyncd:secret@db/mail"), "holds a password");
         CHECK_CONTAINS(pg_conninfo_problem("postgresql://db/mail?password=secret"), "holds a password");
+        /* The pass phrase of a client key is a password too. */
+        CHECK_CONTAINS(pg_conninfo_problem("host=db sslkey=/k sslpassword=secret"), "holds a password");
         /* The message never repeats the password. */
         CHECK(!strstr(pg_conninfo_problem("host=db password=secret"), "secret"));
 

@@ -507,7 +507,8 @@ static void test_guards(void) {
                          "[database]\npath = %s/db.sqlite\n[map m]\noutput = /x/y/m\nquery = SELECT 1, 2\n"
                          "[files a]\ndirectory = %s\nquery = SELECT 1, 2\n[files b]\ndirectory = /x/y/\n"
                          "query = SELECT 1, 2\n[files c]\ndirectory = /x/y\nquery = SELECT 1, 2\n[files d]\n"
-                         "query = SELECT 1, 2\n[files e]\ndirectory = relative\n",
+                         "query = SELECT 1, 2\n[files e]\ndirectory = relative\n[files m]\ndirectory = /elsewhere\n"
+                         "query = SELECT 1, 2\n",
                          e.dir, e.dir) > 0);
         CHECK_INT(config_parse_string("/x/y/test.conf", text, &c, &errors), -EINVAL);
         {
@@ -524,6 +525,7 @@ static void test_guards(void) {
                 CHECK_CONTAINS(all, "[files c] writes into /x/y, as [files b] does already");
                 CHECK_CONTAINS(all, "[files d] has no directory");
                 CHECK_CONTAINS(all, "directory = relative is not an absolute directory path");
+                CHECK_CONTAINS(all, "[files m] has the name of a [map m]");
         }
         config_errors_done(&errors);
         env_done(&e);
