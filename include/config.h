@@ -26,8 +26,10 @@ struct reload_config {
 struct map_config {
         char *name;
         unsigned line; /* line of the [map NAME] header */
-        char *output;
+        char *output;  /* resolved by paths_check_config() once loaded */
+        unsigned output_line;
         char *query;
+        unsigned query_line;
         enum map_format format;
         unsigned mode;
         uid_t uid; /* (uid_t)-1: keep the process's own */
@@ -38,6 +40,11 @@ struct map_config {
         unsigned reload_line;
         size_t *reloads; /* indices into config.reloads */
         size_t n_reloads;
+        /* The shrink guard: a rendering with more than max_shrink percent
+         * fewer lines than the file is held back (0: off), unless the file
+         * has fewer than max_shrink_min_lines lines. */
+        unsigned max_shrink;
+        uint64_t max_shrink_min_lines;
 };
 
 /* [api]: the control API on an AF_UNIX socket. */
@@ -95,6 +102,7 @@ struct config {
         /* sqlite: the database file. postgresql: not a file, only a label
          * for messages, "postgresql:" and the conninfo. */
         char *db_path;
+        unsigned db_path_line;
         enum db_driver db_driver;
         char *pg_conninfo; /* libpq connection string, never a password */
         char *pg_passfile; /* libpq passfile, or NULL */
@@ -105,7 +113,15 @@ struct config {
         uint64_t hook_timeout_s;
         uint64_t poll_interval_s;
         char *state_dir;
+        unsigned state_dir_line;
         char *metrics_file;
+        unsigned metrics_file_line;
+        /* Row-size bound: a longer key or value makes the row invalid. */
+        uint64_t max_key_bytes;
+        uint64_t max_value_bytes;
+        /* [sync] defaults of the maps' shrink guard. */
+        unsigned max_shrink;
+        uint64_t max_shrink_min_lines;
         struct map_config *maps;
         size_t n_maps;
         struct reload_config *reloads;

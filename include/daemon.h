@@ -15,3 +15,8 @@ enum daemon_mode {
  * re-read on SIGHUP). Returns the process exit status: 0, or 1 when (once)
  * a map, the database or a hook failed, or (watch) setup failed. */
 int daemon_run(struct config *config, const char *config_path, enum daemon_mode mode);
+
+/* daemon_run(), the first cycle publishing what the shrink guard would
+ * hold (--once --force). In watch mode SIGUSR2 does the same for one
+ * cycle. */
+int daemon_run_forced(struct config *config, const char *config_path, enum daemon_mode mode, bool force_shrink);

@@ -29,6 +29,10 @@ struct db_row {
         size_t key_len;
         const unsigned char *value;
         size_t value_len;
+        /* Longer than the row-size bound (db_set_limits): the size in bytes
+         * it has in the database (key or value is then NULL); 0 when not. */
+        uint64_t key_too_long;
+        uint64_t value_too_long;
         enum db_type key_type, value_type;
         int64_t value_int;
         double value_real;
@@ -141,6 +145,15 @@ bool db_has_moved(struct db *db);
  * for bad SQL or a column count other than two. */
 int db_query_new(struct db *db, const char *sql, struct db_query **ret);
 
+/* The row-size bound of later queries (0: none): a key or value longer
+ * (in bytes) is never copied by the query: it is replaced with NULL before
+ * the rows are sorted, and the row is flagged (struct db_row). */
+void db_set_limits(struct db *db, uint64_t max_key_bytes, uint64_t max_value_bytes);
+
+/* Checks a map query as written: one statement only, and read-only
+ * (sqlite3_stmt_readonly). Returns 0, or -EINVAL with db_errmsg() saying
+ * why. */
+int db_query_check(struct db *db, const char *sql);
 /* The same, in the given order. */
 int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, struct db_query **ret);
 

@@ -35,6 +35,7 @@ struct order_row {
         int64_t value_int;
         double value_real;
         size_t key_off, key_len, value_off, value_len; /* in arena */
+        uint64_t key_too_long, value_too_long;         /* as in struct db_row */
 };
 
 struct order_stream {

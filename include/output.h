@@ -17,7 +17,14 @@
 struct output;
 
 /* Starts a rendering of m->output. With dry_run nothing is ever written:
- * the rendering is kept in memory for output_diff(). */
+ * the rendering is kept in memory for output_diff(). The directory is
+ * opened once (O_NOFOLLOW) and must be trusted (trust.h); the current file
+ * is opened without following a symlink: absent means ENOENT (or a
+ * symlink or other non-regular file, which is replaced); any other error
+ * fails the map, logged. With c, a current file that is one of the files
+ * an output may never be (paths.h) fails the map too. Nothing stays open
+ * after output_finish(). */
+int output_new_checked(const struct config *c, const struct map_config *m, bool dry_run, struct output **ret);
 int output_new(const struct map_config *m, bool dry_run, struct output **ret);
 
 /* Unlinks an uncommitted temporary file; NULL-safe; returns NULL. */
@@ -38,10 +45,29 @@ const char *output_sha256(const struct output *o);
 /* Size in bytes of the rendering. */
 uint64_t output_size(const struct output *o);
 
-/* Makes the rendering the output: when changed, sets mode, owner and an
- * mtime at least one second past the old file's, fsyncs, renames over the
- * output and fsyncs the directory; when unchanged, only corrects mode and
- * owner of the existing file. Logs what failed, naming the file. */
+/* Whether there was a current file (then *st, may be NULL, is its stat). */
+bool output_old_stat(const struct output *o, struct stat *st);
+
+/* Lines of the current file, after output_finish() of a changed map. */
+uint64_t output_old_lines(const struct output *o);
+
+/* The content is unchanged, but the file is replaced (a new inode) to
+ * correct its mode or owner: the old inode has other names (hard links),
+ * which must not change. */
+bool output_relinked(const struct output *o);
+
+/* Whether committing now would have to wait for the next wall-clock second:
+ * a changed passwd-format map whose file was replaced in this second. */
+bool output_needs_pacing(const struct output *o);
+
+/* Makes the rendering the output (replace.h): when changed, sets mode,
+ * owner and the current time as mtime (a passwd-format map's always in
+ * another whole second than the old file's: it waits for the next second
+ * if need be), fsyncs, renames over the output and fsyncs the directory;
+ * the directory and the file at the name are checked again by device and
+ * inode first. When unchanged, only corrects mode and owner of the
+ * existing file (which has no other name). Logs what failed, naming the
+ * file. */
 int output_commit(struct output *o);
 
 /* Dry runs: lines of the rendering missing from the file (*added) and

@@ -16,7 +16,23 @@ enum map_status {
         MAP_UNCHANGED,
         MAP_CHANGED, /* after sync_render: will change; after commit: replaced */
         MAP_FAILED,
+        MAP_DEFERRED, /* changed, but replaced in this second already (SYNC_PACE) */
 };
+
+/* sync_render_flags(): */
+#define SYNC_DRY_RUN 1U /* write nothing; keep renderings for the diff */
+#define SYNC_FORCE   2U /* publish renderings the shrink guard would hold */
+/* A map that must get another whole-second mtime (format = passwd) and
+ * was replaced in this wall-clock second is not written now but left
+ * MAP_DEFERRED: the caller syncs again in the next second. Without it the
+ * commit waits for the next second itself. */
+#define SYNC_PACE 4U
+/* Render only the maps whose tables changed since the last committed cycle
+ * on this memo (db_memo()), when that can be told exactly (WAL mode, one
+ * WAL generation, one schema); a map not rendered has rendered[i] false,
+ * MAP_UNCHANGED and the results of its last rendering. Else, and in dry
+ * runs, every map. */
+#define SYNC_ONLY_CHANGED 8U
 
 struct map_result {
         enum map_status status;
@@ -26,25 +42,20 @@ struct map_result {
         uint64_t invalid;        /* rows dropped */
         uint64_t added, removed; /* dry runs: lines */
         uint64_t duration_ms;
-        bool streamed; /* rendered without SQLite's sort (order.h) */
+        bool shrink_held;   /* MAP_FAILED by the shrink guard */
+        uint64_t old_lines; /* the file's lines, when it changed */
+        bool streamed;      /* rendered without SQLite's sort (order.h) */
 };
 
 struct render;
 struct files_set;
 struct sync_memo;
 
-/* Which maps a cycle renders. */
-enum sync_scope {
-        SYNC_FULL,    /* every map */
-        SYNC_CHANGED, /* only those whose tables changed since the last
-                       * committed cycle on this connection, when that can
-                       * be told exactly (WAL mode); else every map */
-};
-
 struct sync_cycle {
         const struct config *config;
         bool dry_run;
-        bool stream; /* try DB_QUERY_STREAM first */
+        unsigned flags; /* SYNC_* */
+        bool stream;    /* try DB_QUERY_STREAM first */
         /* Log why rows were dropped from every map, not only from those that
          * changed (whose drops are news). Set it before sync_commit(). */
         bool report_all;
@@ -71,12 +82,7 @@ struct sync_cycle {
  * others go on. Returns 0, or a negative errno when no snapshot could be
  * taken (database busy, corrupt...): then nothing was rendered. */
 int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret);
-
-/* The same, for the given scope: with SYNC_CHANGED a map whose tables did
- * not change is not rendered (rendered[i] false, MAP_UNCHANGED, results
- * of its last rendering). Dry runs always render every map. */
-int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum sync_scope scope,
-                      struct sync_cycle **ret);
+int sync_render_flags(struct db *db, const struct config *c, unsigned flags, struct sync_cycle **ret);
 
 /* Phase 2: replaces each changed output (dry runs: computes the line
  * diff instead). A map whose replacement fails becomes MAP_FAILED. */

@@ -426,6 +426,8 @@ static void map_state_update(struct api *a, uint64_t generation, const struct sy
 
                 if (!streq(m->name, cy->config->maps[i].name))
                         continue;
+                if (res->status == MAP_DEFERRED)
+                        continue; /* not live yet: the next cycle has it */
                 if (res->status == MAP_FAILED) {
                         m->last_error = now;
                         m->last_error_generation = generation;
@@ -489,6 +491,10 @@ void api_cycle_end(struct api *a, uint64_t generation, const struct sync_cycle *
                         continue;
                 }
                 if (rq->state != REQ_WAIT_CYCLE || rq->target > generation)
+                        continue;
+                /* A map held back by the mtime rule is replaced within a
+                 * second, by a cycle of the same generation: wait for it. */
+                if (cy && sync_count(cy, MAP_DEFERRED) > 0)
                         continue;
                 if (!cy) {
                         request_answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@
 #include "files.h"
 #include "log.h"
 #include "sync.h"
+#include "trust.h"
 #include "util.h"
 
 static unsigned problem(const struct config *c, unsigned line, const char *fmt, ...)
@@ -28,6 +29,8 @@ static unsigned problem(const struct config *c, unsigned line, const char *fmt, 
 
 /* A directory this process can create files in, or why not. */
 static const char *dir_problem(const char *dir) {
+        static char why[PATH_MAX + 400];
+        struct trust_problem tp;
         struct stat st;
 
         if (stat(dir, &st) < 0)
@@ -36,6 +39,13 @@ static const char *dir_problem(const char *dir) {
                 return "not a directory";
         if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0)
                 return strerror(errno);
+        if (trust_path(dir, TRUST_LEAF_STICKY_OK, &tp) < 0) {
+                snprintf(why, sizeof(why),
+                         "%s is %s (it must be owned by root or this user and writable by no one else, unless "
+                         "sticky)",
+                         tp.path, tp.why);
+                return why;
+        }
         return NULL;
 }
 
@@ -66,8 +76,12 @@ int check_run(const struct config *c) {
                 struct db_query *q = NULL;
 
                 if (db) {
-                        if (db_query_new(db, m->query, &q) < 0)
-                                n += problem(c, m->line, "[map %s] query: %s", m->name, db_errmsg(db));
+                        /* The query as written first: a statement that writes,
+                         * or a second statement, is refused here even though
+                         * the read-only connection would stop it at run time. */
+                        if (db_query_check(db, m->query) < 0 || db_query_new(db, m->query, &q) < 0)
+                                n += problem(c, m->query_line ? m->query_line : m->line, "[map %s] query: %s", m->name,
+                                             db_errmsg(db));
                         db_query_free(q);
                 }
                 if (copy && (why = dir_problem(dirname(copy))))
@@ -138,8 +152,14 @@ int check_dry_run(const struct config *c) {
                                (unsigned long long)res->rows);
                         break;
                 case MAP_FAILED:
-                        printf("%s: failed\n", name);
+                        if (res->shrink_held)
+                                printf("%s: held by the shrink guard: %llu lines instead of %llu\n", name,
+                                       (unsigned long long)res->rows, (unsigned long long)res->old_lines);
+                        else
+                                printf("%s: failed\n", name);
                         status = 1;
+                        break;
+                case MAP_DEFERRED: /* not without SYNC_PACE */
                         break;
                 }
         }
@@ -160,6 +180,8 @@ int check_dry_run(const struct config *c) {
                 case MAP_FAILED:
                         printf("%s: failed\n", name);
                         status = 1;
+                        break;
+                case MAP_DEFERRED: /* maps only */
                         break;
                 }
         }

@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <grp.h>
 #include <ini.h>
 #include <pwd.h>
@@ -13,6 +14,8 @@
 #include <stdbool.h>
 #include <sys/stat.h>
 
+#include "paths.h"
+#include "trust.h"
 #include "db-pg.h"
 #include "util.h"
 
@@ -22,8 +25,15 @@
 #define DEFAULT_HOOK_TIMEOUT_S  30
 #define DEFAULT_STATE_DIR       "/var/lib/mapsyncd"
 #define DEFAULT_MODE            0640
-#define DEFAULT_PG_CHANNEL      "mapsyncd"
-#define DEFAULT_FILES_MODE      0600
+#define DEFAULT_MAX_KEY_BYTES   4096
+#define DEFAULT_MAX_VALUE_BYTES 65536
+#define DEFAULT_MAX_SHRINK      50
+#define DEFAULT_SHRINK_MIN      20
+/* A map's shrink-guard keys not set: the [sync] value applies. */
+#define UNSET_SHRINK       UINT_MAX
+#define UNSET_SHRINK_MIN   UINT64_MAX
+#define DEFAULT_PG_CHANNEL "mapsyncd"
+#define DEFAULT_FILES_MODE 0600
 /* inih keeps this many bytes of a [section] header (MAX_SECTION - 1). */
 #define INI_SECTION_MAX             49
 #define DEFAULT_API_LISTEN          "/run/mapsyncd/api.sock"
@@ -229,6 +239,8 @@ static void section_open(struct parser *p, const char *header) {
                         .uid = (uid_t)-1,
                         .gid = (gid_t)-1,
                         .on_invalid = ON_INVALID_SKIP,
+                        .max_shrink = UNSET_SHRINK,
+                        .max_shrink_min_lines = UNSET_SHRINK_MIN,
                 };
                 m->name = strdup(name);
                 if (!m->name)
@@ -438,9 +450,12 @@ static bool valid_channel(const char *s) {
 static void handle_database(struct parser *p, const char *key, const char *value) {
         struct config *c = p->config;
 
-        if (streq(key, "path"))
+        if (streq(key, "path")) {
+                if (value[0] != '/')
+                        error_at(p, p->line, "path = %s is not an absolute path", value);
                 set_string(&c->db_path, value, p);
-        else if (streq(key, "busy_timeout_ms"))
+                c->db_path_line = p->line;
+        } else if (streq(key, "busy_timeout_ms"))
                 set_number(p, key, value, 0, 3600000, &c->busy_timeout_ms);
         else if (streq(key, "driver")) {
                 if (streq(value, "sqlite"))
@@ -475,6 +490,37 @@ static void handle_database(struct parser *p, const char *key, const char *value
                          key);
 }
 
+/* The row-size bound ([sync] only) and the shrink guard ([sync] defaults,
+ * or per map); false when key is none of them. */
+static bool handle_limits(struct parser *p, const char *key, const char *value, unsigned *max_shrink,
+                          uint64_t *min_lines) {
+        uint64_t v = 0;
+
+        if (streq(key, "max_shrink")) {
+                set_number(p, key, value, 0, 100, &v);
+                *max_shrink = (unsigned)v;
+        } else if (streq(key, "max_shrink_min_lines"))
+                set_number(p, key, value, 0, UINT32_MAX, min_lines);
+        else if (p->cur && p->cur->kind == SECTION_SYNC && streq(key, "max_key_bytes"))
+                set_number(p, key, value, 1, 1024 * 1024, &p->config->max_key_bytes);
+        else if (p->cur && p->cur->kind == SECTION_SYNC && streq(key, "max_value_bytes"))
+                set_number(p, key, value, 1, 256 * 1024 * 1024, &p->config->max_value_bytes);
+        else
+                return false;
+        return true;
+}
+
+/* Modes a map may have: no setuid, setgid or sticky bit (a map is data),
+ * and not writable by everyone. */
+static void set_map_mode(struct parser *p, struct map_config *m, const char *value) {
+        if (parse_mode(value, &m->mode) < 0)
+                error_at(p, p->line, "mode = %s is not an octal file mode such as 0640", value);
+        else if (m->mode & (S_ISUID | S_ISGID | S_ISVTX))
+                error_at(p, p->line, "mode = %s: setuid, setgid and sticky bits are refused for a map", value);
+        else if (m->mode & S_IWOTH)
+                error_at(p, p->line, "mode = %s: a world-writable map is refused", value);
+}
+
 static void handle_sync(struct parser *p, const char *key, const char *value) {
         struct config *c = p->config;
 
@@ -491,15 +537,18 @@ static void handle_sync(struct parser *p, const char *key, const char *value) {
                         error_at(p, p->line, "state_dir = %s is not an absolute path", value);
                 else
                         set_string(&c->state_dir, value, p);
+                c->state_dir_line = p->line;
         } else if (streq(key, "metrics_file")) {
                 if (value[0] != '/')
                         error_at(p, p->line, "metrics_file = %s is not an absolute path", value);
                 else
                         set_string(&c->metrics_file, value, p);
-        } else
+                c->metrics_file_line = p->line;
+        } else if (!handle_limits(p, key, value, &c->max_shrink, &c->max_shrink_min_lines))
                 error_at(p, p->line,
                          "unknown key '%s' in [sync] (expected debounce_ms, max_delay_ms, hook_timeout_s, state_dir, "
-                         "poll_interval_s, metrics_file)",
+                         "poll_interval_s, metrics_file, max_key_bytes, max_value_bytes, max_shrink, "
+                         "max_shrink_min_lines)",
                          key);
 }
 
@@ -509,19 +558,20 @@ static void handle_map(struct parser *p, struct map_config *m, const char *key, 
                         error_at(p, p->line, "output = %s is not an absolute file path", value);
                 else
                         set_string(&m->output, value, p);
-        } else if (streq(key, "query"))
+                m->output_line = p->line;
+        } else if (streq(key, "query")) {
                 set_string(&m->query, value, p);
-        else if (streq(key, "format")) {
+                m->query_line = p->line;
+        } else if (streq(key, "format")) {
                 if (streq(value, "postfix"))
                         m->format = MAP_FORMAT_POSTFIX;
                 else if (streq(value, "passwd"))
                         m->format = MAP_FORMAT_PASSWD;
                 else
                         error_at(p, p->line, "format = %s: expected postfix or passwd", value);
-        } else if (streq(key, "mode")) {
-                if (parse_mode(value, &m->mode) < 0)
-                        error_at(p, p->line, "mode = %s is not an octal file mode such as 0640", value);
-        } else if (streq(key, "owner"))
+        } else if (streq(key, "mode"))
+                set_map_mode(p, m, value);
+        else if (streq(key, "owner"))
                 set_owner(p, value, &m->uid);
         else if (streq(key, "group"))
                 set_group(p, value, &m->gid);
@@ -537,10 +587,10 @@ static void handle_map(struct parser *p, struct map_config *m, const char *key, 
         else if (streq(key, "reload")) {
                 set_string(&m->reload_names, value, p);
                 m->reload_line = p->line;
-        } else
+        } else if (!handle_limits(p, key, value, &m->max_shrink, &m->max_shrink_min_lines))
                 error_at(p, p->line,
                          "unknown key '%s' in [map %s] (expected output, query, format, mode, owner, group, "
-                         "on_invalid, on_change, reload)",
+                         "on_invalid, on_change, reload, max_shrink, max_shrink_min_lines)",
                          key, m->name);
 }
 
@@ -911,6 +961,10 @@ static void validate(struct parser *p) {
                 if (!m->query || !*m->query)
                         error_at(p, m->line, "[map %s] has no query", m->name);
                 resolve_reloads(p, m);
+                if (m->max_shrink == UNSET_SHRINK)
+                        m->max_shrink = c->max_shrink;
+                if (m->max_shrink_min_lines == UNSET_SHRINK_MIN)
+                        m->max_shrink_min_lines = c->max_shrink_min_lines;
                 for (size_t j = 0; m->output && j < i; j++)
                         if (c->maps[j].output && same_path(c->maps[j].output, m->output))
                                 error_at(p, m->line, "[map %s] writes %s, as [map %s] does already", m->name, m->output,
@@ -951,6 +1005,10 @@ static int config_new(const char *name, struct config **ret) {
         c->debounce_ms = DEFAULT_DEBOUNCE_MS;
         c->max_delay_ms = DEFAULT_MAX_DELAY_MS;
         c->hook_timeout_s = DEFAULT_HOOK_TIMEOUT_S;
+        c->max_key_bytes = DEFAULT_MAX_KEY_BYTES;
+        c->max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
+        c->max_shrink = DEFAULT_MAX_SHRINK;
+        c->max_shrink_min_lines = DEFAULT_SHRINK_MIN;
         c->api.socket_mode = DEFAULT_API_SOCKET_MODE;
         c->api.socket_group = (gid_t)-1;
         c->api.max_connections = DEFAULT_API_MAX_CONNECTIONS;
@@ -1069,6 +1127,20 @@ static int add_error(struct config_errors *errors, const char *fmt, ...) {
         return 0;
 }
 
+/* The directories above the configuration file must be as safe as the
+ * file itself: whoever may rename them may put another file in its place. */
+static int config_check_trust(const char *path, struct config_errors *errors) {
+        struct trust_problem tp;
+        int r = trust_path(path, 0, &tp);
+
+        if (r >= 0)
+                return 0;
+        if (add_error(errors, "%s: cannot use configuration: %s is %s; its commands would run as this user", path,
+                      tp.path, tp.why) < 0)
+                return -ENOMEM;
+        return r == -EPERM ? -EPERM : -EINVAL;
+}
+
 int config_load(const char *path, struct config **ret, struct config_errors *errors) {
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
@@ -1090,7 +1162,16 @@ int config_load(const char *path, struct config **ret, struct config_errors *err
                         line += *c == '\n';
                 return add_error(errors, "%s:%u: NUL byte in line", path, line) < 0 ? -ENOMEM : -EINVAL;
         }
-        return config_parse_string(path, text, ret, errors);
+        r = config_check_trust(path, errors);
+        if (r < 0)
+                return r;
+        r = config_parse_string(path, text, ret, errors);
+        if (r < 0)
+                return r;
+        r = paths_check_config(*ret, errors);
+        if (r < 0)
+                *ret = config_free(*ret);
+        return r;
 }
 
 struct config *config_free(struct config *c) {

@@ -14,6 +14,7 @@
 #include "db.h"
 #include "detect.h"
 #include "hook.h"
+#include "instance.h"
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
@@ -63,6 +64,11 @@ struct daemon {
         char problem[512];
         char last_change[300];
         unsigned n_maps_failed;
+        char shrink_held[256]; /* maps the shrink guard holds, for STATUS */
+        int lock_fd;           /* the instance lock; -1: none */
+        sd_event_source *pace; /* a map held for the next wall-clock second */
+        bool force_shrink;     /* next sync publishes what the shrink guard holds */
+        bool pacing;           /* this sync only completes a cycle the mtime rule held back */
 
         /* The control API: cycles are numbered (generation); one may be
          * asked for, to start at the next turn of the loop. */
@@ -104,6 +110,10 @@ static void daemon_update_status(struct daemon *d) {
         if (d->problem[0])
                 notify_status("%s; serving the last maps; %u hooks owed%s%s", d->problem, owed,
                               d->watch_problem[0] ? "; " : "", d->watch_problem);
+        else if (d->shrink_held[0])
+                notify_status("%zu maps, %u failed; shrink guard holds %s (SIGUSR2 publishes); %s; %u hooks owed",
+                              d->config->n_maps, d->n_maps_failed, d->shrink_held,
+                              d->last_change[0] ? d->last_change : "no change since start", owed);
         else if (d->listen && !pglisten_connected(d->listen))
                 notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
                               "owed",
@@ -203,6 +213,39 @@ static void daemon_note_changes(struct daemon *d, const struct sync_cycle *cy) {
         snprintf(d->last_change, sizeof(d->last_change), "last change %s (%s)", when, names);
 }
 
+/* The maps the shrink guard holds, for STATUS. */
+static void daemon_note_shrink(struct daemon *d, const struct sync_cycle *cy) {
+        size_t n = 0;
+
+        d->shrink_held[0] = '\0';
+        for (size_t i = 0; i < d->config->n_maps; i++) {
+                if (!cy->results[i].shrink_held)
+                        continue;
+                n += (size_t)snprintf(d->shrink_held + n, n < sizeof(d->shrink_held) ? sizeof(d->shrink_held) - n : 0,
+                                      "%s%s", n ? " " : "", d->config->maps[i].name);
+                if (n >= sizeof(d->shrink_held))
+                        n = sizeof(d->shrink_held) - 1;
+        }
+}
+
+static int daemon_on_pace(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct daemon *d = userdata;
+
+        d->pacing = true;
+        daemon_sync(d);
+        return 0;
+}
+
+/* A map held back by the mtime rule is replaced in the next wall-clock
+ * second: at most 1 s later, which Dovecot's once-a-second check imposes
+ * anyway. Changes until then are coalesced into that one replacement. */
+static void daemon_schedule_pace(struct daemon *d) {
+        uint64_t wall = now_usec(CLOCK_REALTIME);
+        uint64_t delay = USEC_PER_SEC - wall % USEC_PER_SEC + 2 * USEC_PER_MSEC;
+
+        arm(d, &d->pace, now_usec(CLOCK_MONOTONIC) + delay, daemon_on_pace);
+}
+
 /* One full cycle: snapshot, render, record owed hooks, replace, hooks. The
  * connection lives for the cycle only: held between cycles it would keep
  * the WAL's shared memory and a lock that stop the panel from changing the
@@ -216,15 +259,24 @@ static void daemon_sync(struct daemon *d) {
         uint64_t start = now_usec(CLOCK_MONOTONIC);
         unsigned changed, failed = 0;
         bool sqlite = d->config->db_driver == DB_DRIVER_SQLITE;
-        /* Startup, signals, retries, lost events: every map. */
-        enum sync_scope scope =
-                d->full_next || !d->first_cycle_done || d->mode != DAEMON_WATCH ? SYNC_FULL : SYNC_CHANGED;
+        /* Startup, signals, the API, retries: every map. */
+        bool only_changed = !d->full_next && d->first_cycle_done && d->mode == DAEMON_WATCH;
         int r = 0;
 
-        disarm(d->sync_now);
-        disarm(d->sync_deadline);
+        disarm(d->pace);
+        /* A cycle that only completes one the mtime rule held back keeps
+         * its generation (API clients wait for it), unless a sync was
+         * asked for meanwhile. */
+        int enabled = SD_EVENT_OFF;
+        if (d->sync_now)
+                sd_event_source_get_enabled(d->sync_now, &enabled);
+        if (!d->pacing || enabled != SD_EVENT_OFF) {
+                disarm(d->sync_now);
+                disarm(d->sync_deadline);
+                d->generation++;
+        }
+        d->pacing = false;
         d->full_next = false;
-        d->generation++;
         /* A directory mounted over or renamed: what is watched is not what
          * the path names any more. */
         if (d->watch && !watch_is_current(d->watch))
@@ -246,7 +298,11 @@ static void daemon_sync(struct daemon *d) {
                 /* What sync learnt on the last connection to the same file. */
                 if (sqlite && d->memo && d->memo_identity == st.identity && !st.error)
                         db_set_memo(db, TAKE_PTR(d->memo), d->free_memo);
-                r = sync_render_scope(db, d->config, false, scope, &cy);
+                r = sync_render_flags(db, d->config,
+                                      (d->mode == DAEMON_WATCH ? SYNC_PACE : 0) | (d->force_shrink ? SYNC_FORCE : 0) |
+                                              (only_changed ? SYNC_ONLY_CHANGED : 0),
+                                      &cy);
+                d->force_shrink = false;
                 if (r < 0)
                         daemon_set_problem(d, MSGID_DB_UNAVAILABLE, "database %s unreadable: %s", d->config->db_path,
                                            db_errmsg(db));
@@ -290,6 +346,12 @@ static void daemon_sync(struct daemon *d) {
         d->failures += failed;
         d->n_cycles++;
         daemon_note_changes(d, cy);
+        daemon_note_shrink(d, cy);
+        if (sync_count(cy, MAP_DEFERRED) > 0) {
+                /* A forced cycle stays forced for the maps it held back. */
+                d->force_shrink = (cy->flags & SYNC_FORCE) != 0;
+                daemon_schedule_pace(d);
+        }
         log_submit(changed || failed ? LOG_INFO : LOG_DEBUG,
                    LOG_FIELDS(.message_id = failed ? MSGID_SYNC_FAILED : MSGID_SYNC_DONE,
                               .duration_ms = (int64_t)elapsed_ms(start)),
@@ -667,6 +729,15 @@ static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *
         return 0;
 }
 
+static int daemon_on_sigusr2(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct daemon *d = userdata;
+
+        log_notice("SIGUSR2: publishing what the shrink guard holds");
+        d->force_shrink = true;
+        daemon_sync_soon(d, "SIGUSR2");
+        return 0;
+}
+
 static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         struct daemon *d = userdata;
 
@@ -692,6 +763,7 @@ static struct daemon *daemon_free(struct daemon *d) {
         d->webhooks = webhooks_free(d->webhooks);
         sd_event_source_disable_unref(d->sync_now);
         sd_event_source_disable_unref(d->sync_deadline);
+        sd_event_source_disable_unref(d->pace);
         d->jobs = jobs_free(d->jobs);
         d->hooks = hooks_free(d->hooks);
         metrics_free(d->metrics);
@@ -705,6 +777,8 @@ static struct daemon *daemon_free(struct daemon *d) {
                 d->free_memo(d->memo);
         config_free(d->config);
         sd_event_unref(d->event);
+        if (d->lock_fd >= 0)
+                close(d->lock_fd);
         free(d);
         return NULL;
 }
@@ -737,6 +811,8 @@ static int daemon_setup(struct daemon *d) {
         r = sd_event_add_signal(d->event, NULL, SIGHUP, daemon_on_sighup, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->event, NULL, SIGUSR1, daemon_on_sigusr1, d);
+        if (r >= 0)
+                r = sd_event_add_signal(d->event, NULL, SIGUSR2, daemon_on_sigusr2, d);
         if (r < 0)
                 return r;
         /* Pings WATCHDOG=1 when the service manager asks for it. */
@@ -765,6 +841,10 @@ static int daemon_setup(struct daemon *d) {
 }
 
 int daemon_run(struct config *config, const char *config_path, enum daemon_mode mode) {
+        return daemon_run_forced(config, config_path, mode, false);
+}
+
+int daemon_run_forced(struct config *config, const char *config_path, enum daemon_mode mode, bool force_shrink) {
         struct daemon *d;
         sigset_t mask;
         int r, status;
@@ -778,6 +858,16 @@ int daemon_run(struct config *config, const char *config_path, enum daemon_mode 
         d->config = config;
         d->config_path = config_path;
         d->mode = mode;
+        d->force_shrink = force_shrink;
+        /* Before anything is written: one instance per state, and only then
+         * the leftovers of earlier runs are surely not another's work. */
+        d->lock_fd = instance_lock(config);
+        if (d->lock_fd == -EBUSY || d->lock_fd == -ENOMEM) {
+                daemon_free(d);
+                return 1;
+        }
+        if (d->lock_fd >= 0)
+                instance_sweep(config);
 
         /* Blocked before any source exists: sd-event takes them through
          * signalfd, and a signal in between is not lost. */
@@ -787,6 +877,7 @@ int daemon_run(struct config *config, const char *config_path, enum daemon_mode 
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGUSR1);
+        sigaddset(&mask, SIGUSR2);
         sigprocmask(SIG_BLOCK, &mask, NULL);
 
         r = daemon_setup(d);

@@ -18,8 +18,9 @@ struct db {
         struct pgdb *pg; /* driver = postgresql: everything goes there */
         sqlite3 *handle;
         char *path;
-        bool immutable;        /* opened with immutable=1: validate after reading */
-        struct db_state state; /* before that open */
+        uint64_t max_key_bytes, max_value_bytes; /* 0: no bound */
+        bool immutable;                          /* opened with immutable=1: validate after reading */
+        struct db_state state;                   /* before that open */
         char errmsg[512];
         void *memo;
         void (*free_memo)(void *memo);
@@ -94,6 +95,8 @@ static char *uri_for(const char *path, const char *query) {
         strcpy(o, query);
         return uri;
 }
+
+static void cap_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv);
 
 /* SQLite's own open(), for every file it opens (database, -wal, -shm,
  * -journal): never blocks (a FIFO renamed over the database would block
@@ -257,6 +260,11 @@ static int open_uri(struct db *db, const char *path, const char *query, uint64_t
         if (rc == SQLITE_OK) {
                 sqlite3_busy_timeout(db->handle, (int)busy_timeout_ms);
                 sqlite3_extended_result_codes(db->handle, 1);
+                rc = sqlite3_create_function_v2(db->handle, "mapsyncd_cap", 2,
+                                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, cap_fn,
+                                                NULL, NULL, NULL);
+        }
+        if (rc == SQLITE_OK) {
                 /* Reading the schema proves the file is a database now,
                  * not at the first map. */
                 rc = sqlite3_exec(db->handle, "PRAGMA schema_version", NULL, NULL, NULL);
@@ -703,11 +711,18 @@ int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, s
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
                 body[--n] = '\0';
+        /* mapsyncd_cap() puts a marker in place of a key or value over the
+         * row-size bound before the sort: neither the sorter nor anything
+         * after it copies the value. The stream's order is the column's
+         * own (an index can give it); the sorted one that of the capped
+         * columns. */
         if (asprintf(&wrapped,
                      "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                     "SELECT k, v FROM mapsyncd_q ORDER BY %s",
-                     body,
-                     mode == DB_QUERY_STREAM ? "k COLLATE BINARY" : "lower(k) COLLATE BINARY, v COLLATE BINARY") < 0)
+                     "SELECT mapsyncd_cap(k, %llu) AS mapsyncd_k, mapsyncd_cap(v, %llu) AS mapsyncd_v FROM mapsyncd_q "
+                     "ORDER BY %s",
+                     body, (unsigned long long)db->max_key_bytes, (unsigned long long)db->max_value_bytes,
+                     mode == DB_QUERY_STREAM ? "k COLLATE BINARY"
+                                             : "lower(mapsyncd_k) COLLATE BINARY, mapsyncd_v COLLATE BINARY") < 0)
                 return -ENOMEM;
 
         q = calloc(1, sizeof(*q));
@@ -763,9 +778,109 @@ bool db_is_utf8(struct db *db) {
         return utf8;
 }
 
+/* The marker mapsyncd_cap() returns for a value over the bound: a blob of
+ * CAP_MAGIC and the value's size (8 bytes, little-endian). No valid key or
+ * value holds a NUL byte, so the marker cannot be mistaken for one. */
+#define CAP_MAGIC     "\0mapsyncd-cap"
+#define CAP_MAGIC_LEN (sizeof(CAP_MAGIC) - 1)
+
+static void cap_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+        sqlite3_int64 max = sqlite3_value_int64(argv[1]);
+        int type = sqlite3_value_type(argv[0]);
+        sqlite3_int64 n;
+        unsigned char m[CAP_MAGIC_LEN + 8];
+
+        if (max <= 0 || (type != SQLITE_TEXT && type != SQLITE_BLOB)) {
+                sqlite3_result_value(ctx, argv[0]);
+                return;
+        }
+        /* The size as stored: no conversion, no copy. */
+        n = sqlite3_value_bytes(argv[0]);
+        if (n <= max) {
+                sqlite3_result_value(ctx, argv[0]);
+                return;
+        }
+        memcpy(m, CAP_MAGIC, CAP_MAGIC_LEN);
+        for (int i = 0; i < 8; i++)
+                m[CAP_MAGIC_LEN + i] = (unsigned char)((uint64_t)n >> (8 * i));
+        sqlite3_result_blob(ctx, m, sizeof(m), SQLITE_TRANSIENT);
+}
+
+static uint64_t cap_marker(const unsigned char *p, size_t n) {
+        uint64_t v = 0;
+
+        if (!p || n != CAP_MAGIC_LEN + 8 || memcmp(p, CAP_MAGIC, CAP_MAGIC_LEN) != 0)
+                return 0;
+        for (int i = 7; i >= 0; i--)
+                v = (v << 8) | p[CAP_MAGIC_LEN + i];
+        return v;
+}
+
+void db_set_limits(struct db *db, uint64_t max_key_bytes, uint64_t max_value_bytes) {
+        db->max_key_bytes = max_key_bytes;
+        db->max_value_bytes = max_value_bytes;
+}
+
+int db_query_check(struct db *db, const char *sql) {
+        sqlite3_stmt *stmt = NULL;
+        const char *tail = NULL;
+        int rc;
+
+        if (db->pg)
+                return 0; /* PostgreSQL: the server's read-only transaction judges */
+        rc = sqlite3_prepare_v2(db->handle, sql, -1, &stmt, &tail);
+        if (rc != SQLITE_OK)
+                return fail(db, rc);
+        if (!stmt) {
+                snprintf(db->errmsg, sizeof(db->errmsg), "the query is empty");
+                return -EINVAL;
+        }
+        if (!sqlite3_stmt_readonly(stmt)) {
+                sqlite3_finalize(stmt);
+                snprintf(db->errmsg, sizeof(db->errmsg), "the query is not read-only");
+                return -EINVAL;
+        }
+        sqlite3_finalize(stmt);
+        /* Only white space, ';' and comments may follow. */
+        while (tail && *tail) {
+                rc = sqlite3_prepare_v2(db->handle, tail, -1, &stmt, &tail);
+                if (rc != SQLITE_OK)
+                        return fail(db, rc);
+                if (stmt) {
+                        sqlite3_finalize(stmt);
+                        snprintf(db->errmsg, sizeof(db->errmsg), "the query holds more than one statement");
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* PostgreSQL rows come whole from libpq: the bound is applied to them as
+ * they arrive, with the same result for the map. */
+static void cap_row(const struct db *db, struct db_row *row) {
+        if (db->max_key_bytes && row->key && row->key_len > db->max_key_bytes) {
+                row->key_too_long = row->key_len;
+                row->key = NULL;
+                row->key_len = 0;
+                row->key_type = DB_NULL;
+        }
+        if (db->max_value_bytes && row->value && row->value_len > db->max_value_bytes) {
+                row->value_too_long = row->value_len;
+                row->value = NULL;
+                row->value_len = 0;
+                row->value_type = DB_NULL;
+        }
+}
+
 int db_query_next(struct db_query *q, struct db_row *row) {
-        if (q->pg)
-                return pgdb_query_next(q->pg, row);
+        if (q->pg) {
+                int r = pgdb_query_next(q->pg, row);
+                if (r > 0) {
+                        row->key_too_long = row->value_too_long = 0;
+                        cap_row(q->db, row);
+                }
+                return r;
+        }
         int rc = sqlite3_step(q->stmt);
 
         if (rc == SQLITE_DONE)
@@ -790,6 +905,18 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         row->value_len = row->value ? (size_t)sqlite3_column_bytes(q->stmt, 1) : 0;
         if ((tk != SQLITE_NULL && !row->key) || (tv != SQLITE_NULL && !row->value))
                 return -ENOMEM;
+        row->key_too_long = tk == SQLITE_BLOB ? cap_marker(row->key, row->key_len) : 0;
+        row->value_too_long = tv == SQLITE_BLOB ? cap_marker(row->value, row->value_len) : 0;
+        if (row->key_too_long) {
+                row->key = NULL;
+                row->key_len = 0;
+                row->key_type = DB_NULL;
+        }
+        if (row->value_too_long) {
+                row->value = NULL;
+                row->value_len = 0;
+                row->value_type = DB_NULL;
+        }
         return 1;
 }
 

@@ -8,6 +8,7 @@
 #include "files.h"
 #include "log.h"
 #include "metrics.h"
+#include "replace.h"
 #include "util.h"
 
 #define STATE_FILE     "owed-hooks"
@@ -229,12 +230,14 @@ static int state_path(const struct jobs *j, const char *suffix, char **ret) {
 }
 
 static void jobs_save(struct jobs *j) {
-        _cleanup_free_ char *path = NULL, *tmp = NULL, *text = NULL;
-        _cleanup_close_ int fd = -1, dir_fd = -1;
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        struct replace_meta meta = {.mode = 0600, .uid = (uid_t)-1, .gid = (gid_t)-1};
+        const char *step = NULL;
         size_t len = 0;
         bool any = false;
+        int r;
 
-        if (!state_dir_usable(j) || state_path(j, "", &path) < 0 || state_path(j, ".XXXXXX", &tmp) < 0)
+        if (!state_dir_usable(j) || state_path(j, "", &path) < 0)
                 return;
 
         if (str_append(&text, &len, "# mapsyncd: hooks owed, run at the next start\n", 46) < 0)
@@ -264,19 +267,9 @@ static void jobs_save(struct jobs *j) {
                         log_error("Could not remove %s: %m", path);
                 return;
         }
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0) {
-                log_error("Could not record owed hooks in %s: %m", j->config->state_dir);
-                return;
-        }
-        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 || rename(tmp, path) < 0) {
-                log_error("Could not record owed hooks in %s: %s", path, errno ? strerror(errno) : "short write");
-                unlink(tmp);
-                return;
-        }
-        dir_fd = open(j->config->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir_fd >= 0)
-                fsync(dir_fd);
+        r = replace_file(path, text, len, &meta, &step);
+        if (r < 0)
+                log_error("Could not record owed hooks in %s (%s): %s", path, step, strerror(-r));
 }
 
 void jobs_load(struct jobs *j) {

@@ -24,6 +24,7 @@ struct args {
         const char *config;
         enum mode mode;
         int verbose;
+        bool force;
 };
 
 static void usage(FILE *f) {
@@ -33,6 +34,7 @@ static void usage(FILE *f) {
                    "      --once         sync every map once, run the hooks, exit\n"
                    "      --dry-run      show what a sync would change; write nothing\n"
                    "      --check        check the configuration, database, queries and directories\n"
+                   "      --force        with --once: publish maps the shrink guard holds back\n"
                    "  -v, --verbose      log debug records too\n"
                    "      --version      print the version\n"
                    "  -h, --help         print this help\n\n"
@@ -42,12 +44,13 @@ static void usage(FILE *f) {
 
 /* Returns 0 to go on, or an exit status + 1. */
 static int parse_argv(int argc, char **argv, struct args *a) {
-        enum { OPT_ONCE = 0x100, OPT_DRY_RUN, OPT_CHECK, OPT_VERSION };
+        enum { OPT_ONCE = 0x100, OPT_DRY_RUN, OPT_CHECK, OPT_FORCE, OPT_VERSION };
         static const struct option options[] = {
                 {"config", required_argument, NULL, 'c'},
                 {"once", no_argument, NULL, OPT_ONCE},
                 {"dry-run", no_argument, NULL, OPT_DRY_RUN},
                 {"check", no_argument, NULL, OPT_CHECK},
+                {"force", no_argument, NULL, OPT_FORCE},
                 {"verbose", no_argument, NULL, 'v'},
                 {"version", no_argument, NULL, OPT_VERSION},
                 {"help", no_argument, NULL, 'h'},
@@ -74,6 +77,9 @@ static int parse_argv(int argc, char **argv, struct args *a) {
                         a->mode = MODE_CHECK;
                         n_modes++;
                         break;
+                case OPT_FORCE:
+                        a->force = true;
+                        break;
                 case 'v':
                         a->verbose++;
                         break;
@@ -94,6 +100,10 @@ static int parse_argv(int argc, char **argv, struct args *a) {
         }
         if (n_modes > 1) {
                 fprintf(stderr, "mapsyncd: --once, --dry-run and --check exclude each other\n");
+                return EXIT_USAGE + 1;
+        }
+        if (a->force && a->mode != MODE_ONCE) {
+                fprintf(stderr, "mapsyncd: --force goes with --once (the daemon takes SIGUSR2)\n");
                 return EXIT_USAGE + 1;
         }
         return 0;
@@ -130,7 +140,7 @@ int main(int argc, char **argv) {
                 config_free(config);
                 return r;
         case MODE_ONCE:
-                return daemon_run(config, args.config, DAEMON_ONCE);
+                return daemon_run_forced(config, args.config, DAEMON_ONCE, args.force);
         case MODE_DAEMON:
                 return daemon_run(config, args.config, DAEMON_WATCH);
         }

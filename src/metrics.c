@@ -1,13 +1,11 @@
 /* Prometheus text-format metrics. */
 #include "metrics.h"
 
-#include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "log.h"
+#include "replace.h"
 #include "util.h"
 
 struct metric_map {
@@ -15,7 +13,8 @@ struct metric_map {
         uint64_t rows, bytes, replacements;
         double last_change; /* unix time; 0: none since start */
         bool failed;
-        bool present; /* in the current config */
+        bool shrink_held; /* failed by the shrink guard */
+        bool present;     /* in the current config */
 };
 
 struct metric_hook {
@@ -104,7 +103,10 @@ void metrics_cycle(struct metrics *m, const struct config *c, const struct sync_
                 mm->present = true;
                 if (!res)
                         continue;
+                if (res->status == MAP_DEFERRED)
+                        continue; /* replaced within a second, by the next cycle */
                 mm->failed = res->status == MAP_FAILED;
+                mm->shrink_held = res->shrink_held;
                 ok &= !mm->failed;
                 if (mm->failed)
                         continue;
@@ -210,6 +212,12 @@ static void write_text(struct metrics *m, FILE *f, unsigned hooks_owed) {
         for (size_t i = 0; i < m->n_maps; i++)
                 if (m->maps[i].present)
                         fprintf(f, "mapsyncd_map_failed{map=\"%s\"} %d\n", m->maps[i].name, m->maps[i].failed);
+        HEADER(f, "mapsyncd_map_shrink_held", "gauge",
+               "1 when the shrink guard held the map's new rendering back in the last cycle.");
+        for (size_t i = 0; i < m->n_maps; i++)
+                if (m->maps[i].present)
+                        fprintf(f, "mapsyncd_map_shrink_held{map=\"%s\"} %d\n", m->maps[i].name,
+                                m->maps[i].shrink_held);
         HEADER(f, "mapsyncd_hook_runs_total", "counter", "Hook runs.");
         for (size_t i = 0; i < m->n_hooks; i++)
                 fprintf(f, "mapsyncd_hook_runs_total{hook=\"%s\"} %" PRIu64 "\n", m->hooks[i].name, m->hooks[i].runs);
@@ -220,33 +228,22 @@ static void write_text(struct metrics *m, FILE *f, unsigned hooks_owed) {
 }
 
 int metrics_write(struct metrics *m, const char *path, unsigned hooks_owed) {
-        _cleanup_free_ char *copy = strdup(path), *tmp = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        int fd, r;
-
-        if (!copy || asprintf(&tmp, "%s/.%s.XXXXXX", dirname(copy), strrchr(path, '/') + 1) < 0) {
-                tmp = NULL;
-                return -ENOMEM;
-        }
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0)
-                goto fail;
-        f = fdopen(fd, "w");
-        if (!f) {
-                close(fd);
-                goto fail_unlink;
-        }
-        write_text(m, f, hooks_owed);
         /* Readable by the collector, which runs as another user. */
-        if (fflush(f) != 0 || ferror(f) || fchmod(fd, 0644) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0)
-                goto fail_unlink;
-        return 0;
-fail_unlink:
-        r = -errno;
-        unlink(tmp);
-        errno = -r;
-fail:
-        r = -errno;
-        log_error("Could not write metrics_file %s: %s", path, strerror(-r));
-        return r;
+        struct replace_meta meta = {.mode = 0644, .uid = (uid_t)-1, .gid = (gid_t)-1};
+        _cleanup_free_ char *text = NULL;
+        const char *step = NULL;
+        size_t len = 0;
+        FILE *f;
+        int r;
+
+        f = open_memstream(&text, &len);
+        if (!f)
+                return -ENOMEM;
+        write_text(m, f, hooks_owed);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        r = replace_file(path, text, len, &meta, &step);
+        if (r < 0)
+                log_error("Could not write metrics_file %s (%s): %s", path, step, strerror(-r));
+        return r < 0 ? r : 0;
 }

@@ -117,6 +117,8 @@ static struct db_row row_of(const struct order_stream *s, const struct order_row
                 .value_type = o->value_type,
                 .value_int = o->value_int,
                 .value_real = o->value_real,
+                .key_too_long = o->key_too_long,
+                .value_too_long = o->value_too_long,
         };
 }
 
@@ -226,6 +228,8 @@ int order_stream_add(struct order_stream *s, const struct db_row *row) {
                 .value_real = row->value_real,
                 .key_len = row->key_len,
                 .value_len = row->value_len,
+                .key_too_long = row->key_too_long,
+                .value_too_long = row->value_too_long,
         };
         if (o->key_type != DB_NULL && (r = arena_put(s, row->key, row->key_len, &o->key_off)) < 0)
                 return r;

@@ -2,26 +2,38 @@
 #include "output.h"
 
 #include <fcntl.h>
-#include <libgen.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "log.h"
+#include "paths.h"
+#include "replace.h"
+#include "trust.h"
 #include "util.h"
 
 #define OUTPUT_BUF_SIZE (128 * 1024)
 
 struct output {
         const struct map_config *map;
+        const struct config *config; /* NULL: no check against the protected files */
         bool dry_run;
-        int old_fd; /* current file, -1 when absent or not a regular file */
+        char *dir;        /* the output's directory */
+        const char *base; /* the output's file name, in map->output */
+        int dir_fd;       /* open while rendering and committing only */
+        dev_t dir_dev;
+        ino_t dir_ino;
+        int old_fd; /* current file while rendering; -1 when absent or not a regular file */
+        bool have_old;
         struct stat old_st;
-        uint64_t matched; /* bytes known equal to the current file */
+        uint64_t old_lines; /* lines of the current file, counted when it changes */
+        uint64_t matched;   /* bytes known equal to the current file */
         bool diverged;
-        int tmp_fd;
-        char *tmp_path;
-        char *dir;
+        bool relinked; /* same content, new inode: the old one is hard-linked */
+        bool fix_meta; /* same content, mode or owner to correct in place */
+        bool have_tmp;
+        struct replace tmp;
         EVP_MD_CTX *md;
         unsigned char *buf;
         size_t buf_len;
@@ -32,20 +44,105 @@ struct output {
         char sha256[SHA256_HEX_LEN + 1];
 };
 
-int output_new(const struct map_config *m, bool dry_run, struct output **ret) {
+static int fail_msg(const struct output *o, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail_msg(const struct output *o, int r, const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = o->map->name), "%s: %s", o->map->name,
+                   msg);
+        return r;
+}
+
+/* Refuses to touch a file that is one of the files mapsyncd must never
+ * write (the database and its companions, the configuration, the state
+ * and metrics files), by device and inode, whatever path led to it. */
+static int check_protected(const struct output *o, const struct stat *st) {
+        char what[PATH_MAX + 64];
+
+        if (!o->config || !paths_protected(o->config, st, what, sizeof(what)))
+                return 0;
+        return fail_msg(o, -EPERM, "%s is %s: refusing to replace it", o->map->output, what);
+}
+
+static int open_dir(struct output *o) {
+        struct trust_problem tp;
+        struct stat st;
+        int r;
+
+        o->dir_fd = replace_open_dir(o->dir);
+        if (o->dir_fd < 0)
+                return fail_msg(o, o->dir_fd, "Could not open the directory %s of %s: %s", o->dir, o->map->output,
+                                strerror(-o->dir_fd));
+        if (fstat(o->dir_fd, &st) < 0)
+                return fail_msg(o, -errno, "Could not examine the directory %s: %m", o->dir);
+        if (o->dir_ino && (st.st_dev != o->dir_dev || st.st_ino != o->dir_ino))
+                return fail_msg(o, -ESTALE, "the directory %s was replaced while %s was rendered; kept it as it was",
+                                o->dir, o->map->output);
+        o->dir_dev = st.st_dev;
+        o->dir_ino = st.st_ino;
+        r = trust_dir_fd(o->dir_fd, o->dir, TRUST_LEAF_STICKY_OK, &tp);
+        if (r < 0)
+                return fail_msg(
+                        o, r,
+                        "refusing to write %s: %s is %s (a directory mapsyncd writes into must be owned by root "
+                        "or this user and writable by no one else, unless sticky)",
+                        o->map->output, tp.path, tp.why);
+        return 0;
+}
+
+static void close_dir(struct output *o) {
+        if (o->dir_fd >= 0)
+                close(o->dir_fd);
+        o->dir_fd = -1;
+}
+
+/* Opens the current file. Absent means ENOENT, or a symlink or another
+ * non-regular file in its place (replaced, never followed); any other
+ * error (EACCES, EMFILE, EIO...) fails the map. */
+static int open_old(struct output *o) {
+        o->old_fd = openat(o->dir_fd, o->base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+        if (o->old_fd < 0) {
+                if (errno == ENOENT || errno == ELOOP)
+                        return 0;
+                return fail_msg(o, -errno, "Could not read the current %s: %m; kept it as it was", o->map->output);
+        }
+        if (fstat(o->old_fd, &o->old_st) < 0)
+                return fail_msg(o, -errno, "Could not examine the current %s: %m; kept it as it was", o->map->output);
+        if (!S_ISREG(o->old_st.st_mode)) {
+                close(o->old_fd);
+                o->old_fd = -1;
+                if (S_ISDIR(o->old_st.st_mode))
+                        return fail_msg(o, -EISDIR, "%s is a directory; kept it as it was", o->map->output);
+                return 0;
+        }
+        o->have_old = true;
+        return check_protected(o, &o->old_st);
+}
+
+int output_new_checked(const struct config *c, const struct map_config *m, bool dry_run, struct output **ret) {
         struct output *o = calloc(1, sizeof(*o));
-        _cleanup_free_ char *copy = NULL;
+        const char *slash = strrchr(m->output, '/');
+        int r;
 
         if (!o)
                 return -ENOMEM;
         o->map = m;
+        o->config = c;
         o->dry_run = dry_run;
+        o->dir_fd = -1;
         o->old_fd = -1;
-        o->tmp_fd = -1;
-        copy = strdup(m->output);
+        o->base = slash ? slash + 1 : m->output;
         o->buf = malloc(OUTPUT_BUF_SIZE);
         o->md = EVP_MD_CTX_new();
-        if (!copy || !o->buf || !o->md || !(o->dir = strdup(dirname(copy)))) {
+        o->dir = !slash               ? strdup(".")
+                 : slash == m->output ? strdup("/")
+                                      : strndup(m->output, (size_t)(slash - m->output));
+        if (!o->dir || !o->buf || !o->md) {
                 output_free(o);
                 return -ENOMEM;
         }
@@ -53,31 +150,38 @@ int output_new(const struct map_config *m, bool dry_run, struct output **ret) {
                 output_free(o);
                 return -EIO;
         }
-
-        /* O_NOFOLLOW: a symlink put in the output's place is replaced, never
-         * read or written through. */
-        o->old_fd = open(m->output, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-        if (o->old_fd >= 0 && (fstat(o->old_fd, &o->old_st) < 0 || !S_ISREG(o->old_st.st_mode))) {
-                close(o->old_fd);
-                o->old_fd = -1;
+        r = open_dir(o);
+        if (r >= 0)
+                r = open_old(o);
+        if (r < 0) {
+                output_free(o);
+                return r;
         }
-        if (o->old_fd < 0)
+        if (!o->have_old)
                 o->diverged = true;
         *ret = o;
         return 0;
 }
 
+int output_new(const struct map_config *m, bool dry_run, struct output **ret) {
+        return output_new_checked(NULL, m, dry_run, ret);
+}
+
 struct output *output_free(struct output *o) {
         if (!o)
                 return NULL;
-        if (o->tmp_fd >= 0)
-                close(o->tmp_fd);
-        if (o->tmp_path)
-                unlink(o->tmp_path);
+        if (o->have_tmp) {
+                if (o->dir_fd < 0 && o->tmp.tmp[0])
+                        o->dir_fd = replace_open_dir(o->dir);
+                if (o->dir_fd >= 0) {
+                        o->tmp.dir_fd = o->dir_fd;
+                        replace_abort(&o->tmp);
+                }
+        }
         if (o->old_fd >= 0)
                 close(o->old_fd);
+        close_dir(o);
         EVP_MD_CTX_free(o->md);
-        free(o->tmp_path);
         free(o->dir);
         free(o->buf);
         free(o->mem);
@@ -85,41 +189,13 @@ struct output *output_free(struct output *o) {
         return NULL;
 }
 
-static int write_all(int fd, const void *data, size_t n) {
-        const char *p = data;
-
-        while (n > 0) {
-                ssize_t k = write(fd, p, n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += k;
-                n -= (size_t)k;
-        }
-        return 0;
-}
-
 static int tmp_create(struct output *o) {
-        const char *base = strrchr(o->map->output, '/') + 1;
+        int r = replace_begin(&o->tmp, o->dir_fd, o->base);
 
-        if (asprintf(&o->tmp_path, "%s/.%s.XXXXXX", o->dir, base) < 0) {
-                o->tmp_path = NULL;
-                return -ENOMEM;
-        }
-        /* mkostemp creates with O_EXCL and mode 0600: an existing name is
-         * never reused and the file is private until committed. */
-        o->tmp_fd = mkostemp(o->tmp_path, O_CLOEXEC);
-        if (o->tmp_fd < 0) {
-                int r = -errno;
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = o->map->name),
-                           "%s: Could not create a temporary file for %s in %s: %s", o->map->name, o->map->output,
-                           o->dir, strerror(-r));
-                free(o->tmp_path);
-                o->tmp_path = NULL;
-                return r;
-        }
+        if (r < 0)
+                return fail_msg(o, r, "Could not create a temporary file for %s in %s: %s", o->map->output, o->dir,
+                                strerror(-r));
+        o->have_tmp = true;
         return 0;
 }
 
@@ -138,7 +214,7 @@ static int tmp_copy_prefix(struct output *o) {
                         continue;
                 if (k <= 0)
                         return k < 0 ? -errno : -EIO;
-                r = write_all(o->tmp_fd, chunk, (size_t)k);
+                r = replace_write(&o->tmp, chunk, (size_t)k);
                 if (r < 0)
                         return r;
                 off += (uint64_t)k;
@@ -182,6 +258,10 @@ static bool matches_old(struct output *o, const unsigned char *data, size_t n) {
         return true;
 }
 
+static int write_failed(struct output *o, int r) {
+        return fail_msg(o, r, "Could not write %s (as %s): %s", o->map->output, o->tmp.tmp, strerror(-r));
+}
+
 static int flush(struct output *o) {
         int r;
 
@@ -213,23 +293,19 @@ static int flush(struct output *o) {
                 }
                 o->diverged = true;
         }
-        if (o->tmp_fd < 0) {
+        if (!o->have_tmp) {
                 r = tmp_create(o);
                 if (r < 0)
                         return r;
                 r = tmp_copy_prefix(o);
                 if (r < 0)
-                        goto fail;
+                        return write_failed(o, r);
         }
-        r = write_all(o->tmp_fd, o->buf, o->buf_len);
+        r = replace_write(&o->tmp, o->buf, o->buf_len);
         if (r < 0)
-                goto fail;
+                return write_failed(o, r);
         o->buf_len = 0;
         return 0;
-fail:
-        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = o->map->name),
-                   "%s: Could not write %s (as %s): %s", o->map->name, o->map->output, o->tmp_path, strerror(-r));
-        return r;
 }
 
 int output_write(void *userdata, const void *data, size_t n) {
@@ -251,6 +327,31 @@ int output_write(void *userdata, const void *data, size_t n) {
         return 0;
 }
 
+static bool meta_differs(const struct output *o) {
+        const struct map_config *m = o->map;
+
+        return (m->uid != (uid_t)-1 && o->old_st.st_uid != m->uid) ||
+               (m->gid != (gid_t)-1 && o->old_st.st_gid != m->gid) || (o->old_st.st_mode & 07777) != m->mode;
+}
+
+/* Lines of the current file, for the shrink guard. */
+static void count_old_lines(struct output *o) {
+        unsigned char chunk[65536];
+        uint64_t off = 0, n = 0;
+
+        while (off < (uint64_t)o->old_st.st_size) {
+                ssize_t k = pread(o->old_fd, chunk, sizeof(chunk), (off_t)off);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                for (ssize_t i = 0; i < k; i++)
+                        n += chunk[i] == '\n';
+                off += (uint64_t)k;
+        }
+        o->old_lines = n;
+}
+
 int output_finish(struct output *o) {
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int md_len = 0;
@@ -261,29 +362,49 @@ int output_finish(struct output *o) {
                 return r;
         if (!o->diverged && o->matched != (uint64_t)o->old_st.st_size)
                 o->diverged = true;
-        if (o->diverged && !o->dry_run && o->tmp_fd < 0) {
-                /* A shorter rendering, or an empty one. */
+        if (!o->diverged && meta_differs(o)) {
+                /* Another name shares the inode (a hard link): correcting mode
+                 * or owner in place would change that file too. */
+                if (o->old_st.st_nlink > 1) {
+                        o->relinked = true;
+                        o->diverged = true;
+                } else
+                        o->fix_meta = true;
+        }
+        if (o->diverged && o->have_old)
+                count_old_lines(o);
+        if (o->diverged && !o->dry_run && !o->have_tmp) {
+                /* A shorter rendering, an empty one, or a relink. */
                 r = tmp_create(o);
                 if (r < 0)
                         return r;
                 r = tmp_copy_prefix(o);
-                if (r < 0) {
-                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = o->map->name),
-                                   "%s: Could not write %s (as %s): %s", o->map->name, o->map->output, o->tmp_path,
-                                   strerror(-r));
-                        return r;
-                }
+                if (r < 0)
+                        return write_failed(o, r);
         }
         if (EVP_DigestFinal_ex(o->md, md, &md_len) != 1)
                 return -EIO;
         for (unsigned i = 0; i < md_len && i < 32; i++)
                 snprintf(o->sha256 + 2 * i, 3, "%02x", md[i]);
         o->finished = true;
+
+        /* Nothing stays open between the rendering and the commit: the
+         * number of maps is not bounded by the descriptor limit. */
+        if (o->old_fd >= 0)
+                close(o->old_fd);
+        o->old_fd = -1;
+        if (o->have_tmp && (r = replace_suspend(&o->tmp)) < 0)
+                return write_failed(o, r);
+        close_dir(o);
         return 0;
 }
 
 bool output_changed(const struct output *o) {
         return o->diverged;
+}
+
+bool output_relinked(const struct output *o) {
+        return o->relinked;
 }
 
 const char *output_sha256(const struct output *o) {
@@ -294,74 +415,102 @@ uint64_t output_size(const struct output *o) {
         return o->size;
 }
 
+bool output_old_stat(const struct output *o, struct stat *st) {
+        if (o->have_old && st)
+                *st = o->old_st;
+        return o->have_old;
+}
+
+uint64_t output_old_lines(const struct output *o) {
+        return o->old_lines;
+}
+
+/* Unchanged content, another mode or owner: corrected on the file, found
+ * again by name and checked by device and inode. */
 static int fix_metadata(struct output *o) {
         const struct map_config *m = o->map;
-        bool own = (m->uid != (uid_t)-1 && o->old_st.st_uid != m->uid) ||
-                   (m->gid != (gid_t)-1 && o->old_st.st_gid != m->gid);
+        _cleanup_close_ int fd = -1;
+        struct stat st;
 
-        if (own && fchown(o->old_fd, m->uid, m->gid) < 0)
+        fd = openat(o->dir_fd, o->base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 || fstat(fd, &st) < 0)
                 goto fail;
-        if ((own || (o->old_st.st_mode & 07777) != m->mode) && fchmod(o->old_fd, m->mode) < 0)
+        if (st.st_dev != o->old_st.st_dev || st.st_ino != o->old_st.st_ino || st.st_nlink > 1) {
+                log_info("%s: %s changed while it was compared; looking again at the next sync", m->name, m->output);
+                return 0;
+        }
+        if ((m->uid != (uid_t)-1 || m->gid != (gid_t)-1) && fchown(fd, m->uid, m->gid) < 0)
                 goto fail;
-        if (own || (o->old_st.st_mode & 07777) != m->mode)
-                log_info("%s: corrected mode and owner of %s", m->name, m->output);
+        if (fchmod(fd, m->mode) < 0)
+                goto fail;
+        log_info("%s: corrected mode and owner of %s", m->name, m->output);
         return 0;
 fail:
-        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
-                   "%s: Could not set mode and owner of %s: %m", m->name, m->output);
-        return -errno;
+        return fail_msg(o, -errno, "Could not set mode and owner of %s: %m", m->output);
+}
+
+/* The mtime a replacement gets: now, never in the future. A map read by
+ * Dovecot (format = passwd) must also differ in whole seconds from the
+ * old file's (Dovecot compares mtime seconds and size): in the rare case
+ * that the old file was replaced in this very second, wait for the next
+ * one. The daemon normally holds such a change back itself
+ * (output_needs_pacing) so that this wait does not happen. */
+static void replacement_mtime(const struct output *o, struct timespec *ts) {
+        clock_gettime(CLOCK_REALTIME, ts);
+        if (o->map->format == MAP_FORMAT_PASSWD && o->have_old && ts->tv_sec == o->old_st.st_mtim.tv_sec) {
+                struct timespec wait = {.tv_sec = 0, .tv_nsec = 1000000000L - ts->tv_nsec};
+                while (nanosleep(&wait, &wait) < 0 && errno == EINTR)
+                        ;
+                clock_gettime(CLOCK_REALTIME, ts);
+        }
+}
+
+bool output_needs_pacing(const struct output *o) {
+        struct timespec ts;
+
+        if (o->map->format != MAP_FORMAT_PASSWD || !o->have_old || !o->diverged)
+                return false;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return ts.tv_sec == o->old_st.st_mtim.tv_sec;
 }
 
 int output_commit(struct output *o) {
         const struct map_config *m = o->map;
-        struct timespec ts[2];
-        _cleanup_close_ int dir_fd = -1;
-        const char *what;
+        struct replace_meta meta = {.mode = m->mode, .uid = m->uid, .gid = m->gid};
+        struct timespec ts;
+        struct stat st;
+        int r;
 
         if (!o->finished || o->dry_run)
                 return -EINVAL;
-        if (!o->diverged)
-                return fix_metadata(o);
-
-        what = "set the owner of";
-        if ((m->uid != (uid_t)-1 || m->gid != (gid_t)-1) && fchown(o->tmp_fd, m->uid, m->gid) < 0)
-                goto fail;
-        what = "set the mode of";
-        if (fchmod(o->tmp_fd, m->mode) < 0)
-                goto fail;
-
-        /* Dovecot re-reads a passwd-file only when its mtime in whole seconds
-         * or its size changed; bcrypt hashes have one length. */
-        clock_gettime(CLOCK_REALTIME, &ts[1]);
-        if (o->old_fd >= 0 && ts[1].tv_sec <= o->old_st.st_mtim.tv_sec) {
-                ts[1].tv_sec = o->old_st.st_mtim.tv_sec + 1;
-                ts[1].tv_nsec = 0;
+        if (!o->diverged && !o->fix_meta)
+                return 0;
+        r = open_dir(o);
+        if (r < 0)
+                goto done;
+        if (!o->diverged) {
+                r = fix_metadata(o);
+                goto done;
         }
-        ts[0] = (struct timespec){.tv_nsec = UTIME_NOW};
-        what = "set the mtime of";
-        if (futimens(o->tmp_fd, ts) < 0)
-                goto fail;
-        what = "write";
-        if (fsync(o->tmp_fd) < 0)
-                goto fail;
-        what = "replace";
-        if (rename(o->tmp_path, m->output) < 0)
-                goto fail;
-        free(o->tmp_path);
-        o->tmp_path = NULL;
-
-        dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir_fd < 0 || fsync(dir_fd) < 0) {
+        /* What is at the name now, whatever it was when rendering began. */
+        if (fstatat(o->dir_fd, o->base, &st, AT_SYMLINK_NOFOLLOW) == 0 && (r = check_protected(o, &st)) < 0)
+                goto done;
+        replacement_mtime(o, &ts);
+        meta.mtime = &ts;
+        o->tmp.dir_fd = o->dir_fd;
+        r = replace_commit(&o->tmp, &meta);
+        if (r < 0) {
+                fail_msg(o, r, "Could not %s %s: %s", o->tmp.step, m->output, strerror(-r));
+                goto done;
+        }
+        o->have_tmp = false;
+        if (o->tmp.dir_sync_error)
                 /* Renamed already: readers see the new file; only its
                  * durability across a power loss is in doubt. */
-                log_submit(LOG_WARNING, LOG_FIELDS(.map = m->name), "%s: Could not sync directory %s: %m", m->name,
-                           o->dir);
-        }
-        return 0;
-fail:;
-        int r = -errno;
-        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name), "%s: Could not %s %s: %s",
-                   m->name, what, m->output, strerror(-r));
+                log_submit(LOG_WARNING, LOG_FIELDS(.map = m->name), "%s: Could not sync directory %s: %s", m->name,
+                           o->dir, strerror(o->tmp.dir_sync_error));
+done:
+        close_dir(o);
         return r;
 }
 
@@ -422,13 +571,18 @@ int output_diff(struct output *o, uint64_t *added, uint64_t *removed) {
         size_t old_len = 0, na = 0, nb = 0, i = 0, j = 0;
         int r;
 
-        if (o->old_fd >= 0) {
+        _cleanup_close_ int dir_fd = -1, old_fd = -1;
+
+        if (o->have_old) {
+                dir_fd = replace_open_dir(o->dir);
+                old_fd = dir_fd < 0 ? -1 : openat(dir_fd, o->base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        }
+        if (old_fd >= 0) {
                 old = malloc((size_t)o->old_st.st_size + 1);
                 if (!old)
                         return -ENOMEM;
                 while (old_len < (size_t)o->old_st.st_size) {
-                        ssize_t k =
-                                pread(o->old_fd, old + old_len, (size_t)o->old_st.st_size - old_len, (off_t)old_len);
+                        ssize_t k = pread(old_fd, old + old_len, (size_t)o->old_st.st_size - old_len, (off_t)old_len);
                         if (k < 0 && errno == EINTR)
                                 continue;
                         if (k <= 0)

@@ -58,6 +58,10 @@ static bool all_clean(const unsigned char *bytes, size_t n, unsigned char lo, un
 }
 
 const char *render_check_row(enum map_format format, const struct db_row *row) {
+        if (row->key_too_long)
+                return "key is longer than max_key_bytes";
+        if (row->value_too_long)
+                return "value is longer than max_value_bytes";
         if (!row->key)
                 return "key is NULL";
         if (row->key_len == 0)
@@ -80,11 +84,16 @@ const char *render_check_row(enum map_format format, const struct db_row *row) {
         /* Postfix tables and Dovecot's passwd-file both skip such lines. */
         if (row->key[0] == '#')
                 return "key starts with '#', which makes the line a comment";
+        bool blank = true;
         for (size_t i = 0; i < row->value_len; i++) {
                 unsigned char c = row->value[i];
                 if (c < 0x20 || c == 0x7f)
                         return "value holds a control byte (newline, CR, tab, NUL...)";
+                blank &= c == ' ';
         }
+        /* Postfix's postmap rejects a line without a value. */
+        if (blank)
+                return "value is only white space";
         return NULL;
 }
 
@@ -147,11 +156,21 @@ static void note(struct render *r, const char *fmt, ...) {
 static void note_dropped(struct render *r, const struct db_row *row, const char *why) {
         char key[160];
 
+        const char *what = r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped";
+
         if (r->n_invalid > RENDER_LOG_LIMIT)
                 return;
+        if (row->key_too_long) {
+                note(r, "%s: %s row with a key of %llu bytes: %s", r->map_name, what,
+                     (unsigned long long)row->key_too_long, why);
+                return;
+        }
         str_escape(row->key ? row->key : (const unsigned char *)"", row->key_len, key, sizeof(key));
-        note(r, "%s: %s row with key \"%s\": %s", r->map_name, r->on_invalid == ON_INVALID_FAIL ? "invalid" : "skipped",
-             key, why);
+        if (row->value_too_long)
+                note(r, "%s: %s row with key \"%s\": value is %llu bytes, longer than max_value_bytes", r->map_name,
+                     what, key, (unsigned long long)row->value_too_long);
+        else
+                note(r, "%s: %s row with key \"%s\": %s", r->map_name, what, key, why);
 }
 
 void render_log(const struct render *r, int priority) {

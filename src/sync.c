@@ -160,10 +160,12 @@ static int render_pass(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
         struct db_row row = {0};
         int r;
 
-        r = output_new(m, cy->dry_run, &cy->outputs[i]);
+        r = output_new_checked(cy->config, m, cy->dry_run, &cy->outputs[i]);
         if (r < 0) {
-                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
-                           "%s: Could not prepare %s: %s", m->name, m->output, strerror(-r));
+                /* output.c said why, naming the file; not out of memory. */
+                if (r == -ENOMEM)
+                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                                   "%s: Could not prepare %s: %s", m->name, m->output, strerror(-r));
                 return r;
         }
         r = db_query_new_mode(db, m->query, mode, &q);
@@ -199,6 +201,25 @@ static int render_pass(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
                 r = output_finish(cy->outputs[i]);
         db_query_free(q);
         return r;
+}
+
+/* The shrink guard: a rendering with more than max_shrink percent fewer
+ * lines than the file is held back (a table emptied by a bug or a bad
+ * migration would bounce every address), unless SYNC_FORCE. A file of
+ * fewer than max_shrink_min_lines lines is exempt. */
+static bool shrink_guard(struct sync_cycle *cy, const struct map_config *m, struct map_result *res) {
+        uint64_t old = res->old_lines, now = res->rows;
+
+        if ((cy->flags & SYNC_FORCE) || m->max_shrink == 0 || old < m->max_shrink_min_lines || now >= old ||
+            (old - now) * 100 <= (uint64_t)m->max_shrink * old)
+                return false;
+        res->shrink_held = true;
+        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = m->name),
+                   "%s: the new rendering has %llu lines, %s has %llu: %llu%% fewer, more than max_shrink = %u%%; "
+                   "kept it as it was (publish with mapsyncd --once --force, or SIGUSR2 to the daemon)",
+                   m->name, (unsigned long long)now, m->output, (unsigned long long)old,
+                   (unsigned long long)((old - now) * 100 / old), m->max_shrink);
+        return true;
 }
 
 /* Renders map i into a new output: streamed in index order when the map's
@@ -249,6 +270,22 @@ static void render_map(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
         }
         snprintf(res->sha256, sizeof(res->sha256), "%s", output_sha256(cy->outputs[i]));
         res->status = output_changed(cy->outputs[i]) ? MAP_CHANGED : MAP_UNCHANGED;
+        if (res->status != MAP_CHANGED)
+                return;
+        res->old_lines = output_old_lines(cy->outputs[i]);
+        if (shrink_guard(cy, m, res)) {
+                map_failed(cy, i);
+                return;
+        }
+        if ((cy->flags & SYNC_PACE) && !cy->dry_run && output_needs_pacing(cy->outputs[i])) {
+                log_submit(LOG_DEBUG, LOG_FIELDS(.map = m->name),
+                           "%s: %s was replaced in this second already; replacing it in the next one (Dovecot "
+                           "compares whole seconds)",
+                           m->name, m->output);
+                res->status = MAP_DEFERRED;
+                res->sha256[0] = '\0';
+                cy->outputs[i] = output_free(cy->outputs[i]);
+        }
 }
 
 /* Renders file set i: its rows are read and compared now, in the snapshot. */
@@ -336,7 +373,7 @@ static int begin_pinned(struct db *db, struct wal_pos *pos, bool *pinned) {
  * generation with one schema: then those maps whose tables own a page
  * that a frame between the two wrote, those whose tables are not known,
  * and those not fresh (failed, or never rendered on this connection). */
-static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *memo, enum sync_scope scope, bool pinned,
+static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *memo, bool pinned,
                       const struct wal_pos *pos, bool *plan, char *why, size_t why_size) {
         const struct config *c = cy->config;
         _cleanup_free_ uint32_t *pages = NULL;
@@ -349,7 +386,7 @@ static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *me
         for (size_t i = 0; i < c->n_maps; i++)
                 plan[i] = true;
         snprintf(why, why_size, "every map");
-        if (scope != SYNC_CHANGED || cy->dry_run) {
+        if (!(cy->flags & SYNC_ONLY_CHANGED) || cy->dry_run) {
                 snprintf(why, why_size, "every map (full cycle)");
                 return;
         }
@@ -412,8 +449,7 @@ static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *me
         }
 }
 
-int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum sync_scope scope,
-                      struct sync_cycle **ret) {
+int sync_render_flags(struct db *db, const struct config *c, unsigned flags, struct sync_cycle **ret) {
         _cleanup_free_ bool *plan = NULL;
         struct sync_cycle *cy;
         struct sync_memo *memo;
@@ -428,7 +464,8 @@ int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum 
         if (!cy)
                 return -ENOMEM;
         cy->config = c;
-        cy->dry_run = dry_run;
+        cy->flags = flags;
+        cy->dry_run = flags & SYNC_DRY_RUN;
         cy->outputs = calloc(c->n_maps, sizeof(*cy->outputs));
         cy->results = calloc(c->n_maps, sizeof(*cy->results));
         cy->renders = calloc(c->n_maps, sizeof(*cy->renders));
@@ -446,12 +483,13 @@ int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum 
                 sync_cycle_free(cy);
                 return -ENOMEM;
         }
+        db_set_limits(db, c->max_key_bytes, c->max_value_bytes);
         r = begin_pinned(db, &pos, &pinned);
         if (r < 0) {
                 sync_cycle_free(cy);
                 return r;
         }
-        plan_maps(cy, db, memo, scope, pinned, &pos, plan, why, sizeof(why));
+        plan_maps(cy, db, memo, pinned, &pos, plan, why, sizeof(why));
         for (size_t i = 0; i < c->n_maps; i++)
                 n_planned += plan[i];
         log_debug("rendering %zu of %zu maps: %s (%llu ms)", n_planned, c->n_maps, why,
@@ -473,7 +511,7 @@ int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum 
         /* File sets are rendered in every cycle. */
         for (size_t i = 0; i < c->n_files; i++)
                 render_set(cy, db, i);
-        if (!dry_run) {
+        if (!cy->dry_run) {
                 cy->memo = memo;
                 cy->pos = pos;
                 cy->pinned = pinned && db_schema_version(db, &cy->schema_version) == 0;
@@ -485,7 +523,7 @@ int sync_render_scope(struct db *db, const struct config *c, bool dry_run, enum 
 }
 
 int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret) {
-        return sync_render_scope(db, c, dry_run, SYNC_FULL, ret);
+        return sync_render_flags(db, c, dry_run ? SYNC_DRY_RUN : 0, ret);
 }
 
 /* After a commit: what the next cycle may rely on. */
@@ -498,7 +536,8 @@ static void memo_commit(struct sync_cycle *cy) {
                 struct sync_memo_map *mm = &memo->maps[i];
                 if (!cy->rendered[i])
                         continue;
-                mm->fresh = cy->results[i].status != MAP_FAILED;
+                /* Not a map held back (MAP_DEFERRED) or failed. */
+                mm->fresh = cy->results[i].status == MAP_UNCHANGED || cy->results[i].status == MAP_CHANGED;
                 if (mm->fresh)
                         mm->last = cy->results[i];
         }
@@ -514,7 +553,7 @@ void sync_commit(struct sync_cycle *cy) {
                 struct output *o = cy->outputs[i];
                 uint64_t start = now_usec(CLOCK_MONOTONIC);
 
-                if (res->status == MAP_FAILED)
+                if (res->status == MAP_FAILED || res->status == MAP_DEFERRED)
                         continue;
                 if (!cy->rendered[i]) {
                         log_debug("%s: %s unchanged (not rendered: its tables did not change)", m->name, m->output);

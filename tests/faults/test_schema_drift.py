@@ -44,6 +44,8 @@ class SchemaDrift(faultlib.FaultTestCase):
         def others_synced():
             return all(read(self.env.output(m)) == want[m] for m in others)
         wait_for(others_synced, 20, what="the other maps to follow; log:\n" + self.dump(d))
+        # The "replaced" record follows the rename.
+        wait_for(lambda: [line for line in d.log()[n_log:] if "replaced" in line], 10, what="a replaced record")
         log = d.log()[n_log:]
         errors = [line for line in log if line.startswith("error: %s: " % broken_map)]
         print("%s: %s" % (broken_map, errors[0]), file=sys.stderr)

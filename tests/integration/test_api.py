@@ -66,7 +66,10 @@ class Api(harness.DaemonTestCase):
         d = self.start_api(sync=SLOW)
         w = self.writer()
         last_gen = 0
-        for i in range(200):
+        # Each change replaces passwd, which the mtime rule allows once a
+        # second: 40 rounds, not 200.
+        n = 40
+        for i in range(n):
             w.execute(("UPDATE email_accounts SET quota = ? WHERE id = 1", (10000 + i,)))
             t0 = time.monotonic()
             a = self.post("/v1/sync")
@@ -95,7 +98,7 @@ class Api(harness.DaemonTestCase):
             # Not the debounce (3 s) but a forced cycle.
             self.assertLess(dt, 2.5, "iteration %d took %.3f s" % (i, dt))
         # The uid of each caller is logged.
-        self.assertGreaterEqual(d.count_log(r"api: sync requested by uid %d \(pid \d+\)" % os.getuid()), 200)
+        self.assertGreaterEqual(d.count_log(r"api: sync requested by uid %d \(pid \d+\)" % os.getuid()), n)
 
     def test_wait_0_answers_202_with_the_generation(self):
         self.start_api(sync=SLOW)
@@ -162,7 +165,7 @@ class Api(harness.DaemonTestCase):
             self.assertEqual(status, 200, j)
             self.assertTrue(j["ok"], j)
             sha = {m["name"]: m["sha256"] for m in j["maps"]}["passwd"]
-            self.assertIn(sha, sha_quota, "request %d: passwd of no committed quota" % k)
+            self.assertIn(sha, sha_quota, "request %d: passwd of no committed quota: %r" % (k, j))
             self.assertGreaterEqual(sha_quota[sha], sent_after[k],
                                     "request %d: its answer misses a commit made before it" % k)
         print("100 concurrent requests during a commit burst: %d generations in the answers, %d cycles "
@@ -171,7 +174,9 @@ class Api(harness.DaemonTestCase):
         # that came in while a cycle ran share the next one). The 3 s
         # debounce may add one of its own.
         self.assertLessEqual(len(gens), 3, gens)
-        self.assertLessEqual(n_cycles, 4)
+        # The mtime rule may add a cycle of the same generation that
+        # completes passwd in the next second (at most one a second).
+        self.assertLessEqual(n_cycles, 6)
 
     def test_status(self):
         self.start_api(sync=SLOW)

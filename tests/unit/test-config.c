@@ -226,7 +226,7 @@ static void test_valid_variants(void) {
                                     "[map a.b-c_d]\n"
                                     "output = /out/m ; inline comment\n"
                                     "query = SELECT 1, 2\n"
-                                    "mode = 7777\n");
+                                    "mode = 0775\n");
         REQUIRE(c);
         CHECK_STR(c->db_path, "/db");
         CHECK_UINT(c->busy_timeout_ms, 0);
@@ -237,7 +237,31 @@ static void test_valid_variants(void) {
         REQUIRE_UINT(c->n_maps, 1);
         CHECK_STR(c->maps[0].name, "a.b-c_d");
         CHECK_STR(c->maps[0].output, "/out/m");
-        CHECK_UINT(c->maps[0].mode, 07777);
+        CHECK_UINT(c->maps[0].mode, 0775);
+        config_free(c);
+
+        c = PARSE_OK(MIN_CONFIG "max_shrink = 0\n[map n]\noutput = /out/n\nquery = SELECT 1, 2\n"
+                                "[sync]\nmax_key_bytes = 1\nmax_value_bytes = 268435456\nmax_shrink = 100\n"
+                                "max_shrink_min_lines = 0\n");
+        REQUIRE(c);
+        REQUIRE_UINT(c->n_maps, 2);
+        CHECK_UINT(c->maps[1].max_shrink, 100);
+        CHECK_UINT(c->max_key_bytes, 1);
+        CHECK_UINT(c->max_value_bytes, 268435456);
+        /* The map's own max_shrink, the [sync] default for the rest, even
+         * when [sync] comes after the map. */
+        CHECK_UINT(c->maps[0].max_shrink, 0);
+        CHECK_UINT(c->maps[0].max_shrink_min_lines, 0);
+        CHECK_UINT(c->maps[1].max_shrink_min_lines, 0);
+        config_free(c);
+
+        /* The defaults. */
+        c = PARSE_OK(MIN_CONFIG);
+        REQUIRE(c);
+        CHECK_UINT(c->max_key_bytes, 4096);
+        CHECK_UINT(c->max_value_bytes, 65536);
+        CHECK_UINT(c->maps[0].max_shrink, 50);
+        CHECK_UINT(c->maps[0].max_shrink_min_lines, 20);
         config_free(c);
 
         /* max_delay_ms equal to debounce_ms is fine. */
@@ -319,6 +343,24 @@ static void test_bad_mode(void) {
         EXPECT_ERROR(MIN_CONFIG "mode = 0690\n", NAME ":6: ", "mode = 0690 is not an octal file mode");
         EXPECT_ERROR(MIN_CONFIG "mode = 010000\n", NAME ":6: ", "mode = 010000 is not an octal file mode");
         EXPECT_ERROR(MIN_CONFIG "mode = -0640\n", NAME ":6: ", "mode = -0640 is not an octal file mode");
+        /* A map is data: no special bits, not writable by everyone. */
+        EXPECT_ERROR(MIN_CONFIG "mode = 4777\n",
+                     NAME ":6: ", "mode = 4777: setuid, setgid and sticky bits are refused");
+        EXPECT_ERROR(MIN_CONFIG "mode = 2640\n",
+                     NAME ":6: ", "mode = 2640: setuid, setgid and sticky bits are refused");
+        EXPECT_ERROR(MIN_CONFIG "mode = 1640\n",
+                     NAME ":6: ", "mode = 1640: setuid, setgid and sticky bits are refused");
+        EXPECT_ERROR(MIN_CONFIG "mode = 0642\n", NAME ":6: ", "mode = 0642: a world-writable map is refused");
+        EXPECT_ERROR(MIN_CONFIG "mode = 0666\n", NAME ":6: ", "mode = 0666: a world-writable map is refused");
+}
+
+static void test_limits(void) {
+        EXPECT_ERROR(MIN_CONFIG "max_shrink = 101\n", NAME ":6: ", "max_shrink = 101 is out of range (0 to 100)");
+        EXPECT_ERROR(MIN_CONFIG "max_key_bytes = 10\n", NAME ":6: ", "unknown key 'max_key_bytes' in [map m]");
+        EXPECT_ERROR(MIN_CONFIG "[sync]\nmax_value_bytes = 0\n", NAME ":7: ", "max_value_bytes = 0 is out of range");
+        EXPECT_ERROR(MIN_CONFIG "[sync]\nmax_key_bytes = x\n", NAME ":7: ", "max_key_bytes = x is not a whole number");
+        EXPECT_ERROR("[database]\npath = db.sqlite\n[map m]\noutput = /out/m\nquery = SELECT 1, 2\n",
+                     NAME ":2: ", "path = db.sqlite is not an absolute path");
 }
 
 static void test_bad_enums(void) {
@@ -531,7 +573,7 @@ static void test_continuation_not_allowed(void) {
                      NAME ":6: ", "indented line: 'output' does not continue on another line");
         EXPECT_ERROR("[database]\npath = /db\n    /more\n[map m]\nquery = SELECT 1, 2\noutput = /out/m\n",
                      NAME ":3: ", "indented line: 'path' does not continue on another line");
-        EXPECT_ERROR(MIN_CONFIG "mode = 06\n  40\n",
+        EXPECT_ERROR(MIN_CONFIG "mode = 04\n  40\n",
                      NAME ":7: ", "indented line: 'mode' does not continue on another line");
         EXPECT_ERROR(MIN_CONFIG "[sync]\ndebounce_ms = 1\n   00\n",
                      NAME ":8: ", "indented line: 'debounce_ms' does not continue on another line");
@@ -866,6 +908,7 @@ int main(void) {
         RUN(test_relative_output);
         RUN(test_bad_numbers);
         RUN(test_bad_mode);
+        RUN(test_limits);
         RUN(test_bad_enums);
         RUN(test_reload_references);
         RUN(test_same_output);

@@ -1,0 +1,110 @@
+/* The instance lock and the sweep of leftovers. */
+#include "instance.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "replace.h"
+#include "trust.h"
+#include "util.h"
+
+pid_t instance_lock_owner(int fd) {
+        char buf[32];
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        uint64_t pid;
+
+        if (n <= 0)
+                return 0;
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+        if (parse_uint(buf, 1, INT32_MAX, &pid) < 0)
+                return 0;
+        return (pid_t)pid;
+}
+
+int instance_lock(const struct config *c) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -1;
+        struct trust_problem tp;
+        char pid[32];
+        int r, n;
+
+        if (mkdir(c->state_dir, 0700) < 0 && errno != EEXIST) {
+                r = -errno;
+                log_error("Could not create state_dir %s: %s; running without an instance lock", c->state_dir,
+                          strerror(-r));
+                return r;
+        }
+        r = trust_path(c->state_dir, 0, &tp);
+        if (r < 0) {
+                log_error("state_dir %s cannot be trusted (%s is %s): running without an instance lock", c->state_dir,
+                          tp.path, tp.why);
+                return r;
+        }
+        if (asprintf(&path, "%s/" INSTANCE_LOCK_FILE, c->state_dir) < 0)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+        if (fd < 0) {
+                r = -errno;
+                log_error("Could not open the instance lock %s: %s; running without it", path, strerror(-r));
+                return r;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                pid_t owner;
+
+                r = -errno;
+                if (r != -EWOULDBLOCK) {
+                        log_error("Could not take the instance lock %s: %s; running without it", path, strerror(-r));
+                        return r;
+                }
+                owner = instance_lock_owner(fd);
+                if (owner > 0)
+                        log_error("another mapsyncd (PID %d) runs with state_dir %s (it holds %s): not starting; to "
+                                  "make it sync now: kill -USR1 %d (or systemctl kill -s USR1 mapsyncd)",
+                                  (int)owner, c->state_dir, path, (int)owner);
+                else
+                        log_error("another mapsyncd runs with state_dir %s (it holds %s): not starting; to make it "
+                                  "sync now, send it SIGUSR1 (systemctl kill -s USR1 mapsyncd)",
+                                  c->state_dir, path);
+                return -EBUSY;
+        }
+        n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+                log_warning("Could not write the PID into %s: %m", path);
+        return TAKE_FD(fd);
+}
+
+static unsigned sweep_one(const char *path) {
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_close_ int dir_fd = -1;
+        int n;
+
+        if (!slash || !slash[1])
+                return 0;
+        dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+        if (!dir)
+                return 0;
+        dir_fd = replace_open_dir(dir);
+        if (dir_fd < 0)
+                return 0;
+        n = replace_sweep(dir_fd, slash + 1);
+        if (n > 0)
+                log_notice("removed %d temporary file%s of %s left by an earlier run", n, n == 1 ? "" : "s", path);
+        return n > 0 ? (unsigned)n : 0;
+}
+
+unsigned instance_sweep(const struct config *c) {
+        _cleanup_free_ char *state = NULL;
+        unsigned n = 0;
+
+        for (size_t i = 0; i < c->n_maps; i++)
+                n += sweep_one(c->maps[i].output);
+        if (asprintf(&state, "%s/owed-hooks", c->state_dir) >= 0)
+                n += sweep_one(state);
+        if (c->metrics_file)
+                n += sweep_one(c->metrics_file);
+        return n;
+}
