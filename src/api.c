@@ -799,6 +799,9 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls, 
         *con_cls = NULL;
 }
 
+/* MHD's own messages (a printf format of the library's). */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
         char buf[512];
         size_t n;

@@ -12,6 +12,7 @@
 #include "sync.h"
 #include "trust.h"
 #include "util.h"
+#include "webhook.h"
 
 static unsigned problem(const struct config *c, unsigned line, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
@@ -100,6 +101,22 @@ int check_run(const struct config *c) {
                 if ((why = dir_problem(f->directory)))
                         n += problem(c, f->line, "[files %s] cannot write into directory %s: %s", f->name, f->directory,
                                      why);
+        }
+        for (size_t i = 0; i < c->n_webhooks; i++) {
+                const struct webhook_config *w = &c->webhooks[i];
+                char *secret = NULL, err[512];
+                size_t len = 0;
+
+                if (webhook_read_secret(w->secret_file, &secret, &len, err, sizeof(err)) < 0)
+                        n += problem(c, w->line, "[webhook %s] secret_file %s", w->name, err);
+                else
+                        free(secret);
+        }
+        if (c->api.line) {
+                _cleanup_free_ char *copy = strdup(c->api.listen);
+                if (copy && (why = dir_problem(dirname(copy))))
+                        n += problem(c, c->api.line, "[api] cannot create %s: %s (unless systemd passes the socket)",
+                                     c->api.listen, why);
         }
         if (access(c->state_dir, F_OK) == 0 && (why = dir_problem(c->state_dir)))
                 n += problem(c, 0, "state_dir %s: %s", c->state_dir, why);

@@ -2,6 +2,7 @@
 #include "instance.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
@@ -60,14 +61,17 @@ int instance_lock(const struct config *c) {
                         return r;
                 }
                 owner = instance_lock_owner(fd);
+                char api[PATH_MAX + 64] = "";
+                if (c->api.line && c->api.listen)
+                        snprintf(api, sizeof(api), ", or POST /v1/sync on its control API %s", c->api.listen);
                 if (owner > 0)
                         log_error("another mapsyncd (PID %d) runs with state_dir %s (it holds %s): not starting; to "
-                                  "make it sync now: kill -USR1 %d (or systemctl kill -s USR1 mapsyncd)",
-                                  (int)owner, c->state_dir, path, (int)owner);
+                                  "make it sync now: kill -USR1 %d (or systemctl kill -s USR1 mapsyncd)%s",
+                                  (int)owner, c->state_dir, path, (int)owner, api);
                 else
                         log_error("another mapsyncd runs with state_dir %s (it holds %s): not starting; to make it "
-                                  "sync now, send it SIGUSR1 (systemctl kill -s USR1 mapsyncd)",
-                                  c->state_dir, path);
+                                  "sync now, send it SIGUSR1 (systemctl kill -s USR1 mapsyncd)%s",
+                                  c->state_dir, path, api);
                 return -EBUSY;
         }
         n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());

@@ -354,19 +354,23 @@ static void check_done(struct webhooks *w) {
                 struct target *t = NULL;
                 long code = 0;
                 char why[CURL_ERROR_SIZE + 64];
+                CURLcode result;
 
                 if (m->msg != CURLMSG_DONE)
                         continue;
+                /* m belongs to the handle: read all of it before the
+                 * handle goes. */
+                result = m->data.result;
                 curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
                 curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-                if (m->data.result != CURLE_OK)
-                        snprintf(why, sizeof(why), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(m->data.result));
+                if (result != CURLE_OK)
+                        snprintf(why, sizeof(why), "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(result));
                 else
                         snprintf(why, sizeof(why), "HTTP status %ld", code);
                 curl_multi_remove_handle(w->multi, t->easy);
                 curl_easy_cleanup(t->easy);
                 t->easy = NULL;
-                if (m->data.result == CURLE_OK && code >= 200 && code < 300) {
+                if (result == CURLE_OK && code >= 200 && code < 300) {
                         log_info("webhook %s: delivered %s (generation %llu) in %llu ms: HTTP status %ld", t->name,
                                  t->id, (unsigned long long)t->body_generation,
                                  (unsigned long long)elapsed_ms(t->started), code);

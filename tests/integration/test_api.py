@@ -423,6 +423,25 @@ class Api(harness.DaemonTestCase):
         self.assertEqual(read(self.sock), "keep")
         self.assertTrue(any("is not a socket" in line for line in d2.log()), d2.log())
 
+    def test_reload_keeps_the_socket_and_follows_the_maps(self):
+        import signal as sig
+        d = self.start_api(sync=SLOW)
+        g = self.get("/v1/status").json["generation"]
+        text = self.env.shipped_config(sync=SLOW)
+        text = re.sub(r"(?ms)^\[map passwd\].*?(?=^\[|\Z)", "", text)
+        self.env.write_config(text + api_section(self.sock))
+        d.signal(sig.SIGHUP)
+        d.wait_log(r"configuration .* reloaded: 3 maps")
+        st = self.get("/v1/status?after=%d&timeout_s=20" % g).json
+        self.assertEqual(sorted(m["name"] for m in st["maps"]),
+                         sorted(m for m in harness.MAPS if m != "passwd"))
+        # What was known of a map that stays is kept.
+        self.assertEqual({m["name"]: m["sha256"] for m in st["maps"]}["vmailbox"],
+                         sha256_of(self.env.output("vmailbox")))
+        a = self.post("/v1/sync")
+        self.assertEqual(a.status, 200, a)
+        self.assertEqual(len(a.json["maps"]), 3)
+
     def test_stop_answers_waiting_requests(self):
         hook = harness.write_script(self.env, "slow.sh", 'sleep 2\n')
         text = harness.config_with_hook(self.env, hook, sync=SLOW)

@@ -43,6 +43,7 @@ class Install(harness.TestCase):
         self.assertTrue(want <= files, "missing: %s; installed: %s" % (sorted(want - files), sorted(files)))
         self.assertTrue(any(f.endswith("systemd/system/mapsyncd.service") for f in files), sorted(files))
         self.assertTrue(any(f.endswith("systemd/system/mapsyncd@.service") for f in files), sorted(files))
+        self.assertTrue(any(f.endswith("systemd/system/mapsyncd.socket") for f in files), sorted(files))
         exe = os.path.join(dest, p, opts["sbindir"], "mapsyncd")
         self.assertTrue(os.access(exe, os.X_OK))
         r = subprocess.run([exe, "--version"], capture_output=True, text=True)

@@ -161,6 +161,25 @@ class Follow(Base):
         self.assertEqual(d.stop(), 0)
 
 
+class QueryConnection(Base):
+
+    def test_query_connection_killed_is_made_again(self):
+        """The connection that reads the maps ends (pg_terminate_backend,
+        an idle-session timeout, a pooler) while LISTEN's stays: the next
+        cycle makes it again at once, without a failed cycle."""
+        d = self.start()
+        self.wait_quiet(d, 0.3)
+        killed = self.pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'mapsyncd' "
+                             "AND application_name = 'mapsyncd' AND query NOT ILIKE 'LISTEN%'")
+        self.assertEqual(len(killed), 1)
+        n = len(d.log())
+        self.pg.sql("INSERT INTO aliases (domain_id, source, destination) VALUES (1, 'again@d0001.example', "
+                    "'a@external.example')")
+        self.wait_pg_maps(timeout=10)
+        self.assertEqual([line for line in d.log()[n:] if "sync failed" in line or "unreadable" in line], [])
+        self.assertEqual(d.stop(), 0)
+
+
 class Reload(Base):
 
     def test_sighup_with_another_channel(self):

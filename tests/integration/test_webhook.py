@@ -96,7 +96,12 @@ class Webhooks(harness.DaemonTestCase):
     def config(self, maps="vmailbox passwd virtual_aliases", extra=""):
         return (self.env.shipped_config(sync=SLOW) + api_section(self.sock)
                 + "\n[webhook panel]\nurl = http://127.0.0.1:%d/mapsyncd\nsecret_file = %s\nmaps = %s\n"
-                  "timeout_s = 5\n%s" % (self.rx.port, self.secret, maps, extra))
+                  "timeout_s = 30\n%s" % (self.rx.port, self.secret, maps, extra))
+
+    def first_delivered(self, d):
+        # Delivered as far as the daemon knows, not only received.
+        d.wait_log(r"webhook panel: delivered \S+ \(generation 1\)", timeout=40)
+        self.assertEqual(len(self.rx.got()), 1, self.rx.got())
 
     def check_signed(self, r):
         h = r["headers"]
@@ -114,9 +119,9 @@ class Webhooks(harness.DaemonTestCase):
         self.writer_.execute((sql, params))
 
     def test_signed_delivery_of_covered_maps(self):
-        self.start(self.config())
+        d = self.start(self.config())
         # The first cycle wrote every map: one delivery naming the covered ones.
-        wait_for(lambda: self.rx.delivered(), 20, what="the first delivery")
+        self.first_delivered(d)
         first = self.check_signed(self.rx.delivered()[0])
         self.assertEqual(sorted(m["name"] for m in first["maps"]), ["passwd", "virtual_aliases", "vmailbox"])
         self.commit("UPDATE email_accounts SET quota = ? WHERE id = 1", (4321,))
@@ -140,7 +145,7 @@ class Webhooks(harness.DaemonTestCase):
 
     def test_receiver_down_for_10_s(self):
         d = self.start(self.config())
-        wait_for(lambda: self.rx.delivered(), 20, what="the first delivery")
+        self.first_delivered(d)
         n0 = len(self.rx.got())
         self.rx.stop()
         t_down = time.monotonic()
@@ -171,7 +176,7 @@ class Webhooks(harness.DaemonTestCase):
 
     def test_newer_change_supersedes_an_undelivered_one(self):
         d = self.start(self.config())
-        wait_for(lambda: self.rx.delivered(), 20, what="the first delivery")
+        self.first_delivered(d)
         n0 = len(self.rx.got())
         self.rx.status = 500
         self.commit("UPDATE email_accounts SET quota = ? WHERE id = 1", (901,))
@@ -210,6 +215,10 @@ class Webhooks(harness.DaemonTestCase):
 
     def test_secret_file_readable_by_others_is_refused(self):
         os.chmod(self.secret, 0o644)
+        self.env.write_config(self.config())
+        r = self.env.run("--check")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("[webhook panel] secret_file %s: others than its owner" % self.secret, r.stderr)
         d = self.start(self.config())
         d.wait_log(r"\[webhook panel\] secret_file %s: others than its owner" % re.escape(self.secret))
         self.commit("UPDATE email_accounts SET quota = ? WHERE id = 1", (5,))

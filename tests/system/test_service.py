@@ -11,10 +11,15 @@ panel's would. The test then
   map's on_change hook (postmap) builds;
 - finds MAPSYNCD_MAP in `journalctl -u mapsyncd -o json`;
 - reloads (ExecReload sends SIGHUP and returns at once, so it polls the
-  journal for the reload's record) and stops the service, which must exit 0.
+  journal for the reload's record) and stops the service, which must exit 0;
+- with an [api] section, starts only mapsyncd.socket: the socket has the
+  unit's mode and group, a user outside the group cannot connect, and the
+  web server's user (curl --unix-socket) starts the service with its first
+  POST /v1/sync, whose answer comes once the alias it committed is in the
+  .lmdb table; the caller's uid is in the journal.
 
 Environment (set by meson): MAPSYNCD (the binary), MAPSYNCD_UNIT (the
-configured mapsyncd.service).
+configured mapsyncd.service), MAPSYNCD_SOCKET_UNIT (mapsyncd.socket).
 """
 import os
 import re
@@ -216,6 +221,75 @@ def test_stop(c, ids):
     assert c.journal("-u", UNIT, f"MESSAGE_ID={ids['STOPPING']}"), "no STOPPING record"
 
 
+API_SOCK = "/run/mapsyncd/api.sock"
+API_ALIAS = ("api-probe@d0001.example", "api-target@external.example")
+
+
+def curl(c, method, url, user):
+    r = c.run("curl", "-sS", "--unix-socket", API_SOCK, "-X", method, "-w", "\n%{http_code}",
+              "http://localhost" + url, user=user, check=False, timeout=60)
+    if r.returncode != 0:
+        return None, r.stderr
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_socket_activation(c, ids, config):
+    import json
+    exe, conf = exec_start(os.environ["MAPSYNCD_UNIT"])
+    c.install(conf, data=open(config).read() + "\n[api]\nlisten = %s\n" % API_SOCK, mode=0o644)
+    c.install("/etc/systemd/system/mapsyncd.socket", src=os.environ["MAPSYNCD_SOCKET_UNIT"])
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "start", "mapsyncd.socket")
+    assert state(c)["ActiveState"] == "inactive", state(c)
+    # (/run is the container's own tmpfs.)
+    st = c.run("stat", "-c", "%F %a %g", API_SOCK).stdout.split()
+    assert st == ["socket", "660", str(WWW[1])], st
+    # Not in the socket's group: no connection, and no start.
+    r = c.run("python3", "-c", "import socket; socket.socket(socket.AF_UNIX).connect(%r)" % API_SOCK,
+              user=(65534, 65534), check=False)
+    assert r.returncode != 0 and "PermissionError" in r.stderr, (r.returncode, r.stderr)
+    assert state(c)["ActiveState"] == "inactive", state(c)
+    # The web server's user: its request starts the service and is answered
+    # once its commit is live.
+    source, dest = API_ALIAS
+    c.run("sqlite3", DB, "INSERT INTO aliases (domain_id, source, destination, active) "
+          f"VALUES (1, '{source}', '{dest}', 1)", user=WWW)
+    t0 = time.monotonic()
+    code, body = curl(c, "POST", "/v1/sync", user=WWW)
+    dt = time.monotonic() - t0
+    assert code == 200, (code, body)
+    answer = json.loads(body)
+    assert answer["ok"], answer
+    assert lookup(c, source, "/etc/postfix/virtual_aliases") == dest, "the answer came before postmap"
+    print(f"POST /v1/sync started the service and answered in {dt:.2f} s: generation {answer['generation']}")
+    assert state(c)["ActiveState"] == "active", state(c)
+    pid = state(c)["MainPID"]
+
+    def logged(text):
+        msgs = [r.get("MESSAGE", "") for r in c.journal(f"_PID={pid}")]
+        logged.last = msgs[-15:]
+        return any(text in m for m in msgs)
+
+    try:
+        wait_for("the socket passed by systemd in the journal",
+                 lambda: logged("api: listening on the socket passed by systemd"), 15, 0.2)
+    except AssertionError:
+        print("journal:", logged.last, file=sys.stderr)
+        print(c.run("journalctl", "--no-pager", "-n", "40", "-o", "short-monotonic", check=False).stdout,
+              file=sys.stderr)
+        raise
+    wait_for("the caller's uid in the journal", lambda: logged(f"api: sync requested by uid {WWW[0]}"), 15, 0.2)
+    code, body = curl(c, "GET", "/v1/status", user=WWW)
+    assert code == 200 and json.loads(body)["generation"] >= answer["generation"], (code, body)
+    # Stopped, the socket stays, and the next request starts it again.
+    c.run("systemctl", "stop", UNIT, timeout=60)
+    assert c.run("test", "-S", API_SOCK, check=False).returncode == 0, "the socket went with the service"
+    code, body = curl(c, "GET", "/v1/status", user=WWW)
+    assert code == 200, (code, body)
+    c.run("systemctl", "stop", UNIT, "mapsyncd.socket", timeout=60)
+
+
 def test():
     nspawn.check_host()
     binary = os.environ["MAPSYNCD"]
@@ -228,8 +302,9 @@ def test():
             test_change_reaches_lmdb(c, ids)
             test_reload(c, ids)
             test_stop(c, ids)
+            test_socket_activation(c, ids, os.path.join(SRC, "conf", "mapsyncd.conf"))
         except Exception:
-            for argv in (("systemctl", "status", "--no-pager", "-l", UNIT),
+            for argv in (("systemctl", "status", "--no-pager", "-l", UNIT, "mapsyncd.socket"),
                          ("journalctl", "--no-pager", "-n", "60", "-u", UNIT)):
                 r = c.run(*argv, check=False, timeout=15)
                 print(f"--- {' '.join(argv)}\n{r.stdout}{r.stderr}", file=sys.stderr)
