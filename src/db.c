@@ -490,6 +490,10 @@ int db_wal_pos(struct db *db, struct wal_pos *ret) {
         if (db->pg || sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
             !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
                 return -EOPNOTSUPP;
+        /* xShmMap() would open (and create) -shm of a database in another
+         * journal mode. */
+        if (db->immutable || !db_in_wal_mode(db))
+                return -ENOENT;
         /* The connection's own mapping of -shm (bExtend 0: nothing is
          * created), read as SQLite reads it: the first copy, a barrier, the
          * second. */

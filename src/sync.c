@@ -338,21 +338,25 @@ static void commit_set(struct sync_cycle *cy, size_t i) {
  * snapshot holds exactly the frames up to pos->mx_frame. *pinned false
  * when that cannot be told (no -shm, a writer in between thrice). */
 static int begin_pinned(struct db *db, struct wal_pos *pos, bool *pinned) {
-        struct wal_pos probe;
+        bool wal;
+        int r;
 
         *pinned = false;
-        /* A new connection maps -shm at its first read transaction. */
-        if (db_wal_pos(db, &probe) == -ENOENT) {
-                int r = db_begin(db);
-                if (r < 0)
-                        return r;
-                db_end(db);
-        }
+        /* A new connection learns the journal mode, and maps -shm, at its
+         * first read transaction; asking SQLite for the mapping of a
+         * database not in WAL mode would create a -shm. */
+        r = db_begin(db);
+        if (r < 0)
+                return r;
+        wal = db_in_wal_mode(db);
+        if (!wal)
+                return 0; /* in the snapshot, not pinned */
+        db_end(db);
         for (int attempt = 0; attempt < 3; attempt++) {
                 struct wal_pos before, after;
                 bool have = db_wal_pos(db, &before) == 0;
-                int r = db_begin(db);
 
+                r = db_begin(db);
                 if (r < 0)
                         return r;
                 if (!have)
