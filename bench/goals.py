@@ -20,8 +20,9 @@ other on its own copy of the database:
   wrapper (--sorted);
 - the seed's export (bench/seed-export.sh), plain and durable.
 
-Wall time per run; the median of the rounds is reported. Peak RSS of
-mapsyncd by wait4(). Then, with the watching daemon:
+Wall time per run; the median of the rounds is reported. (The peak_rss_kib
+that wait4() reports is not mapsyncd's: it counts the Python process
+forked before exec; bench/README.md gives /usr/bin/time's figures.) Then, with the watching daemon:
 
 - cycle times at each size: a full cycle (SIGUSR1) against the cycle after
   a commit that changes one alias (UPDATE aliases SET destination), from
@@ -90,14 +91,15 @@ def copy_db(src, dst):
     shutil.copyfile(src, dst)
 
 
-def config(db, out, extra_sync=""):
-    text = open(os.path.join(ROOT, "conf", "mapsyncd.conf")).read()
+def config(db, out, extra_sync="", root=ROOT):
+    text = open(os.path.join(root, "conf", "mapsyncd.conf")).read()
     text = text.replace("/var/lib/mailadmin/database.sqlite", db)
     text = text.replace("/var/lib/mapsyncd", os.path.join(out, "state"))
     text = re.sub(r"/etc/(postfix|dovecot)/", out + "/", text)
     text = re.sub(r"(?m)^(owner|group|on_change) = .*\n", "", text)
-    if extra_sync:
-        text = text.replace("[sync]\n", "[sync]\n" + extra_sync)
+    for line in extra_sync.splitlines():
+        key = line.split("=")[0].strip()
+        text = re.sub(r"(?m)^%s = .*$" % key, line, text)
     path = os.path.join(out, "mapsyncd.conf")
     with open(path, "w") as f:
         f.write(text)
@@ -139,7 +141,8 @@ def regen(n, rounds, mapsyncd, before, floor):
     for rnd in range(rounds):
         for name, binary in (("mapsyncd", mapsyncd), ("before", before)):
             out = fresh(os.path.join(d, "out-" + name))
-            conf = config(db, out)
+            # Each with its own shipped configuration (the same maps).
+            conf = config(db, out, root=ROOT if name == "mapsyncd" else os.path.join(WORK, "src-before"))
             t, r = run([binary, "-c", conf, "--once"])
             add(name + " full", t, r)
             t, r = run([binary, "-c", conf, "--once"])
@@ -182,6 +185,9 @@ class Daemon:
         rx = re.compile(pattern)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                self.read()
+                raise SystemExit("mapsyncd exited: %s" % "\n".join(self.lines[-20:]))
             self.read()
             if sum(1 for line in self.lines if rx.search(line)) >= count:
                 return
