@@ -111,6 +111,8 @@ struct config {
         uint64_t debounce_ms;
         uint64_t max_delay_ms;
         uint64_t hook_timeout_s;
+        uint64_t hook_log_lines; /* of each hook run's output */
+        uint64_t hook_log_bytes;
         uint64_t poll_interval_s;
         char *state_dir;
         unsigned state_dir_line;

@@ -1,7 +1,9 @@
 /* One sync cycle: every map rendered from one snapshot of the database
  * (phase 1, sync_render), then the changed ones put in place (phase 2,
- * sync_commit). Between the two the caller records which hooks become
- * owed, so that a crash after a rename cannot lose a hook. */
+ * sync_commit). Between the two the caller records which hooks would
+ * become owed (jobs_prepare), so that a crash after a rename cannot lose a
+ * hook; after phase 2 it owes those of the maps actually replaced
+ * (jobs_commit): see jobs.h. */
 #pragma once
 
 #include <stdbool.h>

@@ -23,6 +23,8 @@
 #define DEFAULT_DEBOUNCE_MS     200
 #define DEFAULT_MAX_DELAY_MS    2000
 #define DEFAULT_HOOK_TIMEOUT_S  30
+#define DEFAULT_HOOK_LOG_LINES  100
+#define DEFAULT_HOOK_LOG_BYTES  65536
 #define DEFAULT_STATE_DIR       "/var/lib/mapsyncd"
 #define DEFAULT_MODE            0640
 #define DEFAULT_MAX_KEY_BYTES   4096
@@ -532,6 +534,10 @@ static void handle_sync(struct parser *p, const char *key, const char *value) {
                 set_number(p, key, value, 1, 86400, &c->hook_timeout_s);
         else if (streq(key, "poll_interval_s"))
                 set_number(p, key, value, 0, 86400, &c->poll_interval_s);
+        else if (streq(key, "hook_log_lines"))
+                set_number(p, key, value, 0, 1000000, &c->hook_log_lines);
+        else if (streq(key, "hook_log_bytes"))
+                set_number(p, key, value, 0, 16777216, &c->hook_log_bytes);
         else if (streq(key, "state_dir")) {
                 if (value[0] != '/')
                         error_at(p, p->line, "state_dir = %s is not an absolute path", value);
@@ -546,9 +552,9 @@ static void handle_sync(struct parser *p, const char *key, const char *value) {
                 c->metrics_file_line = p->line;
         } else if (!handle_limits(p, key, value, &c->max_shrink, &c->max_shrink_min_lines))
                 error_at(p, p->line,
-                         "unknown key '%s' in [sync] (expected debounce_ms, max_delay_ms, hook_timeout_s, state_dir, "
-                         "poll_interval_s, metrics_file, max_key_bytes, max_value_bytes, max_shrink, "
-                         "max_shrink_min_lines)",
+                         "unknown key '%s' in [sync] (expected debounce_ms, max_delay_ms, hook_timeout_s, "
+                         "hook_log_lines, hook_log_bytes, state_dir, poll_interval_s, metrics_file, max_key_bytes, "
+                         "max_value_bytes, max_shrink, max_shrink_min_lines)",
                          key);
 }
 
@@ -1005,6 +1011,8 @@ static int config_new(const char *name, struct config **ret) {
         c->debounce_ms = DEFAULT_DEBOUNCE_MS;
         c->max_delay_ms = DEFAULT_MAX_DELAY_MS;
         c->hook_timeout_s = DEFAULT_HOOK_TIMEOUT_S;
+        c->hook_log_lines = DEFAULT_HOOK_LOG_LINES;
+        c->hook_log_bytes = DEFAULT_HOOK_LOG_BYTES;
         c->max_key_bytes = DEFAULT_MAX_KEY_BYTES;
         c->max_value_bytes = DEFAULT_MAX_VALUE_BYTES;
         c->max_shrink = DEFAULT_MAX_SHRINK;

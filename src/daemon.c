@@ -56,6 +56,7 @@ struct daemon {
         bool first_cycle_done;
         bool ready_sent;
         bool stopping;
+        bool sync_failing; /* the last cycle could not read the database */
         unsigned n_cycles;
         unsigned failures; /* --once: maps or database failed */
 
@@ -99,6 +100,7 @@ static void disarm(sd_event_source *s) {
 /* STATUS= and the metrics file. */
 static void daemon_update_status(struct daemon *d) {
         unsigned owed = jobs_owed(d->jobs);
+        char held[300];
 
         if (d->listen)
                 metrics_listening(d->metrics, pglisten_connected(d->listen), pglisten_n_connects(d->listen));
@@ -106,21 +108,25 @@ static void daemon_update_status(struct daemon *d) {
                 metrics_write(d->metrics, d->config->metrics_file, owed);
         if (d->mode != DAEMON_WATCH)
                 return;
+        if (jobs_held(d->jobs, held + 2, sizeof(held) - 2) > 0)
+                memcpy(held, "; ", 2);
+        else
+                held[0] = '\0';
         if (d->problem[0])
-                notify_status("%s; serving the last maps; %u hooks owed%s%s", d->problem, owed,
+                notify_status("%s; serving the last maps; %u hooks owed%s%s%s", d->problem, owed, held,
                               d->watch_problem[0] ? "; " : "", d->watch_problem);
         else if (d->shrink_held[0])
-                notify_status("%zu maps, %u failed; shrink guard holds %s (SIGUSR2 publishes); %s; %u hooks owed",
+                notify_status("%zu maps, %u failed; shrink guard holds %s (SIGUSR2 publishes); %s; %u hooks owed%s",
                               d->config->n_maps, d->n_maps_failed, d->shrink_held,
-                              d->last_change[0] ? d->last_change : "no change since start", owed);
+                              d->last_change[0] ? d->last_change : "no change since start", owed, held);
         else if (d->listen && !pglisten_connected(d->listen))
                 notify_status("%zu maps, %u failed; %s; connecting to PostgreSQL for change notifications; %u hooks "
-                              "owed",
+                              "owed%s",
                               d->config->n_maps, d->n_maps_failed,
-                              d->last_change[0] ? d->last_change : "no change since start", owed);
+                              d->last_change[0] ? d->last_change : "no change since start", owed, held);
         else
-                notify_status("%zu maps, %u failed; %s; %u hooks owed%s%s", d->config->n_maps, d->n_maps_failed,
-                              d->last_change[0] ? d->last_change : "no change since start", owed,
+                notify_status("%zu maps, %u failed; %s; %u hooks owed%s%s%s", d->config->n_maps, d->n_maps_failed,
+                              d->last_change[0] ? d->last_change : "no change since start", owed, held,
                               d->watch_problem[0] ? "; " : "", d->watch_problem);
 }
 
@@ -150,7 +156,9 @@ static void daemon_clear_problem(struct daemon *d) {
 }
 
 static void daemon_maybe_done(struct daemon *d) {
-        if (!d->first_cycle_done || jobs_running(d->jobs) > 0)
+        /* The hook processes, not the jobs: a hook whose section a SIGHUP
+         * dropped still runs. */
+        if (!d->first_cycle_done || hooks_running(d->hooks) > 0)
                 return;
         if (d->mode == DAEMON_ONCE || d->stopping) {
                 daemon_update_status(d);
@@ -323,18 +331,23 @@ static void daemon_sync(struct daemon *d) {
         if (r < 0) {
                 d->failures++;
                 d->n_cycles++;
+                /* At ERR once while it lasts (the problem itself is said
+                 * once too); the retries' failures at DEBUG. */
                 if (r != -ESTALE)
-                        log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
+                        log_submit(d->sync_failing ? LOG_DEBUG : LOG_ERR, LOG_FIELDS(.message_id = MSGID_SYNC_FAILED),
                                    "sync failed: kept every map as it was");
+                d->sync_failing = r != -ESTALE || d->sync_failing;
                 metrics_cycle(d->metrics, d->config, NULL, now_usec(CLOCK_MONOTONIC) - start);
                 api_cycle_end(d->api, d->generation, NULL);
                 goto done;
         }
         daemon_clear_problem(d);
+        d->sync_failing = false;
 
         jobs_prepare(d->jobs, cy);
         cy->report_all = !d->first_cycle_done;
         sync_commit(cy);
+        jobs_commit(d->jobs, cy);
         changed = sync_count(cy, MAP_CHANGED);
         failed = sync_count(cy, MAP_FAILED);
         d->n_maps_failed = failed;
@@ -576,6 +589,8 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         struct config *nc = NULL, *old = d->config;
         int r;
 
+        if (d->stopping)
+                return 0;
         notify_reloading();
         log_info("reloading configuration %s", d->config_path);
         r = config_load(d->config_path, &nc, &errors);
@@ -718,13 +733,19 @@ static int daemon_setup_api(struct daemon *d) {
 }
 
 static int daemon_on_sigusr1(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        daemon_sync_soon(userdata, "SIGUSR1");
+        struct daemon *d = userdata;
+
+        if (d->stopping)
+                return 0;
+        daemon_sync_soon(d, "SIGUSR1");
         return 0;
 }
 
 static int daemon_on_sigusr2(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         struct daemon *d = userdata;
 
+        if (d->stopping)
+                return 0;
         log_notice("SIGUSR2: publishing what the shrink guard holds");
         d->force_shrink = true;
         daemon_sync_soon(d, "SIGUSR2");
@@ -735,6 +756,8 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         struct daemon *d = userdata;
 
         if (d->stopping) {
+                /* The second: the hooks get SIGTERM, SIGKILL after the
+                 * grace, and the loop ends when they have. */
                 log_notice("%s again: stopping running hooks", strsignal((int)si->ssi_signo));
                 hooks_terminate(d->hooks, STOP_GRACE_USEC);
                 return 0;
@@ -742,7 +765,14 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         d->stopping = true;
         notify_stopping();
         log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STOPPING), "%s: stopping%s", strsignal((int)si->ssi_signo),
-                   jobs_running(d->jobs) ? " once the running hook has ended" : "");
+                   hooks_running(d->hooks) ? " once the running hook has ended" : "");
+        /* Nothing starts any more: no cycle (timers, inotify), no hook.
+         * Only the running hooks' completion is served. */
+        disarm(d->detect_timer);
+        disarm(d->sync_now);
+        disarm(d->sync_deadline);
+        d->watch = watch_free(d->watch);
+        d->listen = pglisten_free(d->listen);
         jobs_hold(d->jobs, true);
         d->first_cycle_done = true;
         daemon_maybe_done(d);

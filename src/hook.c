@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -19,6 +20,7 @@ struct hook {
         struct hook *next;
         char *name;
         char *map;
+        char *record; /* spec->running_path */
         pid_t pid;
         int out_fd;
         sd_event_source *io;
@@ -28,6 +30,9 @@ struct hook {
         uint64_t start_usec;
         char line[HOOK_LINE_MAX];
         size_t line_len;
+        uint64_t max_lines, max_bytes;
+        uint64_t logged_lines, logged_bytes;
+        uint64_t dropped_lines;
         hook_done_fn done;
         void *userdata;
 };
@@ -44,21 +49,44 @@ static void hook_log_line(struct hook *k) {
 
         if (k->line_len == 0)
                 return;
+        if (k->logged_lines >= k->max_lines || k->logged_bytes + k->line_len > k->max_bytes) {
+                k->dropped_lines++;
+                k->logged_lines = k->max_lines; /* nothing more once one is dropped */
+                k->line_len = 0;
+                return;
+        }
+        k->logged_lines++;
+        k->logged_bytes += k->line_len;
         str_escape(k->line, k->line_len, esc, sizeof(esc));
         log_submit(LOG_INFO, LOG_FIELDS(.map = k->map, .hook = k->name), "%s: hook: %s", k->name, esc);
         k->line_len = 0;
 }
 
-/* Reads what the hook wrote; logs complete lines. Returns 0 at EOF,
- * -EAGAIN when nothing more is there now. */
+static void hook_log_dropped(struct hook *k) {
+        if (k->dropped_lines == 0)
+                return;
+        log_submit(LOG_WARNING, LOG_FIELDS(.map = k->map, .hook = k->name),
+                   "%s: hook: %llu more lines of output not logged (at most %llu lines and %llu bytes are logged "
+                   "a run)",
+                   k->name, (unsigned long long)k->dropped_lines, (unsigned long long)k->max_lines,
+                   (unsigned long long)k->max_bytes);
+        k->dropped_lines = 0;
+}
+
+/* Reads what the hook wrote, at most HOOK_READ_MAX bytes; logs complete
+ * lines. Returns 0 at EOF, -EAGAIN when nothing more is there now or the
+ * budget of this event-loop iteration is spent. */
 static int hook_read_output(struct hook *k) {
         char buf[4096];
+        size_t budget = HOOK_READ_MAX;
 
-        for (;;) {
+        for (; budget > 0; budget -= sizeof(buf)) {
                 ssize_t n = read(k->out_fd, buf, sizeof(buf));
                 if (n < 0) {
-                        if (errno == EINTR)
+                        if (errno == EINTR) {
+                                budget += sizeof(buf);
                                 continue;
+                        }
                         return errno == EAGAIN ? -EAGAIN : 0;
                 }
                 if (n == 0)
@@ -72,6 +100,7 @@ static int hook_read_output(struct hook *k) {
                         k->line[k->line_len++] = buf[i];
                 }
         }
+        return -EAGAIN;
 }
 
 static void hook_close_output(struct hook *k) {
@@ -126,16 +155,19 @@ static void hook_free(struct hook *k) {
         sd_event_source_disable_unref(k->timer);
         free(k->name);
         free(k->map);
+        free(k->record);
         free(k);
 }
 
 static void hook_finish(struct hook *k, int status) {
         struct hook_result res = {.duration_ms = elapsed_ms(k->start_usec)};
 
-        /* What it wrote before exiting is still in the pipe; a grandchild
-         * holding the pipe open is not waited for. */
-        hook_read_output(k);
+        /* What it wrote before exiting is still in the pipe (one budget of
+         * it); a grandchild holding the pipe open is not waited for. */
+        if (k->out_fd >= 0)
+                hook_read_output(k);
         hook_log_line(k);
+        hook_log_dropped(k);
         hook_close_output(k);
         if (k->timed_out) {
                 /* Whatever the timed-out hook left in its group goes too. */
@@ -165,6 +197,8 @@ static void hook_finish(struct hook *k, int status) {
                                                         : "%s: hook timed out and was killed (signal %d)",
                            k->name, res.code);
 
+        if (k->record)
+                (void)unlink(k->record);
         hook_unlink(k);
         k->done(k->userdata, &res);
         hook_free(k);
@@ -214,6 +248,8 @@ struct hooks *hooks_free(struct hooks *h) {
                 h->running = k->next;
                 kill(-k->pid, SIGKILL);
                 waitpid(k->pid, NULL, 0);
+                if (k->record)
+                        (void)unlink(k->record);
                 hook_free(k);
         }
         sd_event_source_disable_unref(h->sigchld);
@@ -269,6 +305,46 @@ static int hook_not_started(const struct hook_spec *spec, int err) {
         return -err;
 }
 
+/* Whether the process group recorded at path (by an earlier hook) still
+ * has a process. A record that cannot be read or parsed is stale. */
+static bool hook_recorded_group_runs(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        char buf[32], *end = NULL;
+        ssize_t n;
+        long pid;
+
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return false;
+        buf[n] = '\0';
+        errno = 0;
+        pid = strtol(buf, &end, 10);
+        if (errno || end == buf || (*end && *end != '\n') || pid <= 1 || pid > INT_MAX)
+                return false;
+        return kill(-(pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* In the child: its process group (its pid) into path. Async-signal-safe. */
+static void hook_write_record(const char *path) {
+        char digits[24];
+        size_t i = sizeof(digits);
+        unsigned long v = (unsigned long)getpid();
+        int fd;
+
+        digits[--i] = '\n';
+        do {
+                digits[--i] = (char)('0' + v % 10);
+                v /= 10;
+        } while (v && i > 0);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+        if (fd >= 0) {
+                (void)!write(fd, digits + i, sizeof(digits) - i);
+                close(fd);
+        }
+}
+
 int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done, void *userdata) {
         _cleanup_free_ char **env = NULL;
         int pipefd[2] = {-1, -1}, devnull, r;
@@ -276,15 +352,27 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
         sigset_t all;
         pid_t pid;
 
+        if (spec->running_path && !spec->force) {
+                /* Ours, whose record may not be written yet, or another's. */
+                for (struct hook *o = h->running; o; o = o->next)
+                        if (o->record && streq(o->record, spec->running_path))
+                                return -EBUSY;
+                if (hook_recorded_group_runs(spec->running_path))
+                        return -EBUSY;
+        }
+
         k = calloc(1, sizeof(*k));
         if (!k)
                 return -ENOMEM;
         k->owner = h;
         k->out_fd = -1;
+        k->max_lines = spec->log_max_lines;
+        k->max_bytes = spec->log_max_bytes;
         k->name = strdup(spec->name);
         k->map = spec->map ? strdup(spec->map) : NULL;
+        k->record = spec->running_path ? strdup(spec->running_path) : NULL;
         env = hook_env(spec);
-        if (!k->name || (spec->map && !k->map) || !env) {
+        if (!k->name || (spec->map && !k->map) || (spec->running_path && !k->record) || !env) {
                 hook_free(k);
                 return hook_not_started(spec, ENOMEM);
         }
@@ -302,10 +390,21 @@ int hooks_start(struct hooks *h, const struct hook_spec *spec, hook_done_fn done
                    spec->command);
         pid = fork();
         if (pid == 0) {
-                /* Only async-signal-safe calls from here on. */
+                /* Only async-signal-safe calls from here on. Dispositions
+                 * ignored by whoever started mapsyncd (SIGPIPE under
+                 * systemd) would survive exec: every one goes back to its
+                 * default, and the mask is emptied. */
+                struct sigaction dfl = {.sa_handler = SIG_DFL};
+                sigemptyset(&dfl.sa_mask);
+                for (int sig = 1; sig < NSIG; sig++)
+                        (void)sigaction(sig, &dfl, NULL); /* SIGKILL, SIGSTOP, RT: EINVAL, harmless */
                 sigemptyset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
                 setpgid(0, 0);
+                /* On disk before the command runs: a daemon killed from
+                 * now on leaves the record for the next one. */
+                if (k->record)
+                        hook_write_record(k->record);
                 if (dup2(devnull, STDIN_FILENO) < 0 || dup2(pipefd[1], STDOUT_FILENO) < 0 ||
                     dup2(pipefd[1], STDERR_FILENO) < 0)
                         _exit(126);

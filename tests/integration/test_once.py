@@ -5,6 +5,7 @@ alone, which hooks it runs, and how it fails."""
 import hashlib
 import os
 import re
+import sqlite3
 import stat
 import time
 
@@ -274,7 +275,18 @@ class DatabaseUntouchedRollback(DatabaseUntouched):
     ENV_ARGS = {"journal": "delete"}
 
     def test_wal(self):
-        pass
+        # A rollback-journal database stays one: reading it neither
+        # switches it to WAL nor leaves a -wal or -shm behind, twice over
+        # (the second run finds the maps in place).
+        for _ in range(2):
+            self.check_untouched()
+            for suffix in ("-wal", "-shm"):
+                self.assertFalse(os.path.exists(self.env.db + suffix), suffix)
+            c = sqlite3.connect("file:%s?mode=ro" % self.env.db, uri=True)
+            try:
+                self.assertEqual(c.execute("PRAGMA journal_mode").fetchone()[0], "delete")
+            finally:
+                c.close()
 
     def test_rollback_journal(self):
         self.check_untouched()

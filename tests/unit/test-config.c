@@ -336,6 +336,24 @@ static void test_bad_numbers(void) {
                      NAME ":7: ", "max_delay_ms = 99999999999999999999999 is out of range (0 to 3600000)");
 }
 
+static void test_hook_log_keys(void) {
+        struct config *c = PARSE_OK(MIN_CONFIG);
+
+        REQUIRE(c);
+        CHECK_UINT(c->hook_log_lines, 100);
+        CHECK_UINT(c->hook_log_bytes, 65536);
+        config_free(c);
+        c = PARSE_OK(MIN_CONFIG "[sync]\nhook_log_lines = 0\nhook_log_bytes = 16777216\n");
+        REQUIRE(c);
+        CHECK_UINT(c->hook_log_lines, 0);
+        CHECK_UINT(c->hook_log_bytes, 16777216);
+        config_free(c);
+        EXPECT_ERROR(MIN_CONFIG "[sync]\nhook_log_lines = 1000001\n",
+                     NAME ":7: ", "hook_log_lines = 1000001 is out of range (0 to 1000000)");
+        EXPECT_ERROR(MIN_CONFIG "[sync]\nhook_log_bytes = 64k\n",
+                     NAME ":7: ", "hook_log_bytes = 64k is not a whole number");
+}
+
 static void test_bad_mode(void) {
         EXPECT_ERROR(MIN_CONFIG "mode = rw-r-----\n", NAME ":6: ", "mode = rw-r----- is not an octal file mode");
         EXPECT_ERROR(MIN_CONFIG "mode = 0648\n", NAME ":6: ", "mode = 0648 is not an octal file mode");
@@ -907,6 +925,7 @@ int main(void) {
         RUN(test_missing_required);
         RUN(test_relative_output);
         RUN(test_bad_numbers);
+        RUN(test_hook_log_keys);
         RUN(test_bad_mode);
         RUN(test_limits);
         RUN(test_bad_enums);
