@@ -62,8 +62,10 @@ const char *files_check_name(const void *name, size_t len) {
                 return "file name is NULL";
         if (len == 0)
                 return "file name is empty";
-        if (len > FILES_NAME_MAX)
+        if (len > 255)
                 return "file name is longer than 255 bytes";
+        if (len > FILES_NAME_MAX)
+                return "file name is longer than 247 bytes, too long for its temporary file (.NAME.XXXXXX)";
         if (s[0] == '.')
                 return "file name starts with '.'";
         for (size_t i = 0; i < len; i++) {

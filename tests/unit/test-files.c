@@ -93,7 +93,9 @@ static void test_names(void) {
         CHECK(files_check_name("d0001.example.mail.private", 26) == NULL);
         CHECK(files_check_name("A-Z_a.z-09", 10) == NULL);
         CHECK(files_check_name("x..y", 4) == NULL); /* no '/': stays in the directory */
-        CHECK(files_check_name(max, 255) == NULL);
+        CHECK(files_check_name(max, 247) == NULL);
+        CHECK_PREFIX(files_check_name(max, 248), "file name is longer than 247 bytes");
+        CHECK_PREFIX(files_check_name(max, 255), "file name is longer than 247 bytes");
         CHECK_STR(files_check_name(big, 300), "file name is longer than 255 bytes");
         CHECK_STR(files_check_name(big, 256), "file name is longer than 255 bytes");
         CHECK_STR(files_check_name("../x", 4), "file name starts with '.'");
