@@ -21,13 +21,16 @@
 #include "config.h"
 #include "db.h"
 
-#define FILES_NAME_MAX    255
+/* 255 bytes, the longest name, less what replace.h's temporary name
+ * ".NAME.XXXXXX" adds: a longer name could never be written atomically. */
+#define FILES_NAME_MAX    247
 #define FILES_CONTENT_MAX (1024 * 1024)
 
 struct files_set;
 
 /* Why name (len bytes) cannot be a file name of a set, or NULL when it
- * can: only [A-Za-z0-9._-], not starting with '.', 1 to 255 bytes. */
+ * can: only [A-Za-z0-9._-], not starting with '.', 1 to FILES_NAME_MAX
+ * bytes. */
 const char *files_check_name(const void *name, size_t len);
 
 /* Why data cannot be the content of a file of this kind, or NULL. For

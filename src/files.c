@@ -62,8 +62,10 @@ const char *files_check_name(const void *name, size_t len) {
                 return "file name is NULL";
         if (len == 0)
                 return "file name is empty";
-        if (len > FILES_NAME_MAX)
+        if (len > 255)
                 return "file name is longer than 255 bytes";
+        if (len > FILES_NAME_MAX)
+                return "file name is longer than 247 bytes, too long for its temporary file (.NAME.XXXXXX)";
         if (s[0] == '.')
                 return "file name starts with '.'";
         for (size_t i = 0; i < len; i++) {
@@ -395,7 +397,9 @@ static void compare_entry(struct files_set *s, struct entry *e) {
 
         e->listed = is_listed(s, e->name);
         fd = openat(s->dir_fd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-        if (fd >= 0 && fstat(fd, &st) == 0 && paths_protected(s->config, &st, what, sizeof(what))) {
+        /* The directory holds none of them (guard_directory): only a hard
+         * link could be one. */
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink > 1 && paths_protected(s->config, &st, what, sizeof(what))) {
                 e->protected = true; /* a hard link to one of mapsyncd's own files */
                 log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = fc->name),
                            "%s: %s/%s is %s: refusing to replace it", fc->name, fc->directory, e->name, what);
@@ -848,7 +852,7 @@ int files_commit(struct files_set *s) {
                         struct stat st;
                         char what[PATH_MAX + 64];
 
-                        if (fstatat(s->dir_fd, s->listed[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                        if (fstatat(s->dir_fd, s->listed[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink > 1 &&
                             paths_protected(s->config, &st, what, sizeof(what))) {
                                 r = fail(s, -EPERM, "%s/%s is %s: refusing to remove it", fc->directory, s->listed[i],
                                          what);
