@@ -28,5 +28,8 @@ for n, s in r["sizes"].items():
         c["full_median_ms"], ", ".join(map(str, c["full_ms"])), c["one_alias_median_ms"],
         ", ".join(map(str, c["one_alias_ms"])), c["one_alias_median_ms"] / c["full_median_ms"],
         ", ".join("%d of 4 (plan %d ms)" % tuple(p) for p in c["one_alias_planned"]), c["daemon_vmhwm_kib"]))
-    if c.get("idle"):
-        print("\nidle at %s accounts, 30 s from 2 s after the last commit: %s" % (n, c["idle"]))
+for n, s in r["sizes"].items():
+    i = s["cycles"].get("idle")
+    if i:
+        print("\nIdle at %s accounts, the %d s from 2 s after the last commit: %d voluntary, %d involuntary "
+              "context switches." % (n, i["seconds"], i["voluntary"], i["involuntary"]))
