@@ -5,7 +5,7 @@
  * pem-private-key, else a file name), then the bytes.
  *
  * Properties: nothing crashes or leaks; files_check_name() accepts exactly
- * the names of 1 to 255 bytes of [A-Za-z0-9._-] that do not start with
+ * the names of 1 to 247 bytes of [A-Za-z0-9._-] that do not start with
  * '.', so no accepted name can leave its directory or be a temporary
  * file's; files_check_content() accepts a pem-private-key content only
  * when it starts with a BEGIN ... PRIVATE KEY line, ends with the matching
@@ -24,7 +24,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool model_name(const uint8_t *s, size_t n) {
-        if (n == 0 || n > 255 || s[0] == '.')
+        if (n == 0 || n > 247 || s[0] == '.')
                 return false;
         for (size_t i = 0; i < n; i++)
                 if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||

@@ -111,6 +111,28 @@ int db_data_version(struct db *db, int64_t *ret);
 void *db_memo(const struct db *db);
 void db_set_memo(struct db *db, void *memo, void (*free_memo)(void *memo));
 
+/* Whether the database is in WAL mode now (PRAGMA journal_mode). */
+bool db_in_wal_mode(struct db *db);
+
+/* PRAGMA schema_version of the current snapshot. */
+int db_schema_version(struct db *db, int64_t *ret);
+
+struct wal_pos;
+
+/* The wal-index header as this connection's mapping of -shm shows it now
+ * (wal.h). -EOPNOTSUPP (PostgreSQL), -ENOENT (no -shm mapped: not in WAL
+ * mode, or no read yet), -EAGAIN (a writer was updating it). */
+int db_wal_pos(struct db *db, struct wal_pos *ret);
+
+/* wal_pages_between() on this connection's -wal handle. */
+int db_wal_pages_between(struct db *db, const struct wal_pos *from, const struct wal_pos *to, size_t max_pages,
+                         uint32_t **pages, size_t *n_pages);
+
+/* In the current snapshot: hit[i] says whether the b-tree of table
+ * tables[i] holds one of pages[] (sorted, n_pages of them), by the dbstat
+ * virtual table. */
+int db_tables_with_pages(struct db *db, const char *const *tables, size_t n_tables, const uint32_t *pages,
+                         size_t n_pages, bool *hit);
 /* Detaches the memo (and its free function) without freeing it, for the
  * next connection to the same database. */
 void *db_take_memo(struct db *db, void (**free_memo)(void *memo));
@@ -139,6 +161,13 @@ int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, s
  * UTF-8), which DB_QUERY_STREAM's checks assume. False for PostgreSQL,
  * whose queries are always sorted by the server. */
 bool db_is_utf8(struct db *db);
+
+/* The tables the query reads (SQLite's authorizer at prepare time, main's
+ * ordinary tables, views resolved to theirs), valid while q lives; false
+ * when that cannot be told exactly (other sources such as sqlite_schema or
+ * virtual tables, functions like random() or datetime('now'), PostgreSQL):
+ * then only a full rendering is sure. */
+bool db_query_reads(const struct db_query *q, const char *const **tables, size_t *n_tables);
 
 /* Next row: 1 and *row filled, 0 at the end, or a negative errno. */
 int db_query_next(struct db_query *q, struct db_row *row);

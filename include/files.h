@@ -9,8 +9,9 @@
  * Crash safety: a name is added to the manifest before its file is
  * written, and taken out only after its file was unlinked, so that after a
  * crash at any point no file of mapsyncd's is missing from the manifest.
- * Files are written as temporary files (".mapsyncd-tmp.*", which no valid
- * name can be) and renamed; the next commit sweeps such leftovers. */
+ * Files are written through replace.h (a temporary ".NAME.XXXXXX", which
+ * no valid name can be, renamed over NAME); the next commit that writes
+ * sweeps such leftovers. */
 #pragma once
 
 #include <stdbool.h>
@@ -19,16 +20,17 @@
 
 #include "config.h"
 #include "db.h"
-#include "replace_at.h"
 
-#define FILES_NAME_MAX    255
+/* 255 bytes, the longest name, less what replace.h's temporary name
+ * ".NAME.XXXXXX" adds: a longer name could never be written atomically. */
+#define FILES_NAME_MAX    247
 #define FILES_CONTENT_MAX (1024 * 1024)
-#define FILES_TMP_PREFIX  REPLACE_TMP_PREFIX
 
 struct files_set;
 
 /* Why name (len bytes) cannot be a file name of a set, or NULL when it
- * can: only [A-Za-z0-9._-], not starting with '.', 1 to 255 bytes. */
+ * can: only [A-Za-z0-9._-], not starting with '.', 1 to FILES_NAME_MAX
+ * bytes. */
 const char *files_check_name(const void *name, size_t len);
 
 /* Why data cannot be the content of a file of this kind, or NULL. For

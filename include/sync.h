@@ -12,6 +12,7 @@
 #include "config.h"
 #include "db.h"
 #include "output.h"
+#include "wal.h"
 
 enum map_status {
         MAP_UNCHANGED,
@@ -28,6 +29,12 @@ enum map_status {
  * MAP_DEFERRED: the caller syncs again in the next second. Without it the
  * commit waits for the next second itself. */
 #define SYNC_PACE 4U
+/* Render only the maps whose tables changed since the last committed cycle
+ * on this memo (db_memo()), when that can be told exactly (WAL mode, one
+ * WAL generation, one schema); a map not rendered has rendered[i] false,
+ * MAP_UNCHANGED and the results of its last rendering. Else, and in dry
+ * runs, every map. */
+#define SYNC_ONLY_CHANGED 8U
 
 struct map_result {
         enum map_status status;
@@ -44,6 +51,7 @@ struct map_result {
 
 struct render;
 struct files_set;
+struct sync_memo;
 
 struct sync_cycle {
         const struct config *config;
@@ -54,12 +62,20 @@ struct sync_cycle {
          * changed (whose drops are news). Set it before sync_commit(). */
         bool report_all;
         struct render *renders;
-        struct output **outputs;
+        struct output **outputs;    /* NULL for a map not rendered */
         struct map_result *results; /* one per map, config order */
         /* [files NAME] sets, config order: rows = files, added and removed =
-         * files written and removed (dry runs: that would be). */
+         * files written and removed (dry runs: that would be). Rendered in
+         * every cycle. */
         struct files_set **sets;
         struct map_result *set_results;
+        bool *rendered; /* false: skipped, its tables did not
+                         * change; results are the last ones */
+        /* For the next cycle (set by sync_render, kept by sync_commit). */
+        struct sync_memo *memo;
+        struct wal_pos pos;
+        bool pinned;
+        int64_t schema_version;
 };
 
 /* Phase 1: opens a read transaction on db, renders every map into its

@@ -475,16 +475,22 @@ void api_cycle_end(struct api *a, uint64_t generation, const struct sync_cycle *
         struct api_batch *b = NULL;
         struct api_request *rq, *next;
 
+        bool deferred = cy && sync_count(cy, MAP_DEFERRED) > 0;
+
         if (!a)
                 return;
-        a->generation = generation;
+        /* A generation is reported once all of it is live: a cycle that held
+         * a map back for the mtime rule is completed by one of the same
+         * generation, and only then do status and long polls see it. */
+        if (!deferred && generation > a->generation)
+                a->generation = generation;
         if (cy) {
                 map_state_update(a, generation, cy);
                 b = batch_new(generation, cy);
         }
         for (rq = a->waiting; rq; rq = next) {
                 next = rq->next;
-                if (rq->state == REQ_LONG_POLL && generation > rq->target) {
+                if (rq->state == REQ_LONG_POLL && !deferred && generation > rq->target) {
                         size_t len = 0;
                         char *body = status_body(a, &len);
                         request_answer(rq, MHD_HTTP_OK, body, len);

@@ -54,6 +54,8 @@ struct daemon {
         uint64_t memo_identity; /* of the database file it was made for */
 
         bool first_cycle_done;
+        bool full_next; /* the next cycle renders every map (SIGHUP, SIGUSR1,
+                         * the API, after a failure), not only the changed */
         bool ready_sent;
         bool stopping;
         bool sync_failing; /* the last cycle could not read the database */
@@ -266,6 +268,8 @@ static void daemon_sync(struct daemon *d) {
         uint64_t start = now_usec(CLOCK_MONOTONIC);
         unsigned changed, failed = 0;
         bool sqlite = d->config->db_driver == DB_DRIVER_SQLITE;
+        /* Startup, signals, the API, retries: every map. */
+        bool only_changed = !d->full_next && d->first_cycle_done && d->mode == DAEMON_WATCH;
         int r = 0;
 
         disarm(d->pace);
@@ -281,6 +285,7 @@ static void daemon_sync(struct daemon *d) {
                 d->generation++;
         }
         d->pacing = false;
+        d->full_next = false;
         /* A directory mounted over or renamed: what is watched is not what
          * the path names any more. */
         if (d->watch && !watch_is_current(d->watch))
@@ -303,7 +308,8 @@ static void daemon_sync(struct daemon *d) {
                 if (sqlite && d->memo && d->memo_identity == st.identity && !st.error)
                         db_set_memo(db, TAKE_PTR(d->memo), d->free_memo);
                 r = sync_render_flags(db, d->config,
-                                      (d->mode == DAEMON_WATCH ? SYNC_PACE : 0) | (d->force_shrink ? SYNC_FORCE : 0),
+                                      (d->mode == DAEMON_WATCH ? SYNC_PACE : 0) | (d->force_shrink ? SYNC_FORCE : 0) |
+                                              (only_changed ? SYNC_ONLY_CHANGED : 0),
                                       &cy);
                 d->force_shrink = false;
                 if (r < 0)
@@ -376,6 +382,8 @@ done:
          * another change. */
         if (d->detect)
                 detect_cycle_done(d->detect, now_usec(CLOCK_MONOTONIC), r >= 0 && failed == 0);
+        if (r < 0 || failed > 0)
+                d->full_next = true;
         d->first_cycle_done = true;
         jobs_kick(d->jobs);
         daemon_update_status(d);
@@ -522,6 +530,7 @@ static void daemon_sync_soon(struct daemon *d, const char *why) {
         if (!d->detect)
                 return;
         log_info("%s: syncing now", why);
+        d->full_next = true;
         detect_request_sync(d->detect, now_usec(CLOCK_MONOTONIC));
         daemon_detect_soon(d);
 }
@@ -633,6 +642,7 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
         config_free(old);
         log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_CONFIG_RELOADED), "configuration %s reloaded: %zu maps",
                    d->config_path, nc->n_maps);
+        d->full_next = true;
         detect_request_sync(d->detect, now_usec(CLOCK_MONOTONIC));
         daemon_detect_run(d);
         notify_ready();
@@ -642,6 +652,7 @@ static int daemon_on_sighup(sd_event_source *s, const struct signalfd_siginfo *s
 static int daemon_on_sync_now(sd_event_source *s, uint64_t usec, void *userdata) {
         struct daemon *d = userdata;
 
+        d->full_next = true;
         daemon_sync(d);
         return 0;
 }

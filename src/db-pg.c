@@ -88,7 +88,7 @@ PGconn *pg_connect(const char *conninfo, const char *passfile, char *err, size_t
                 while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
                         err[--n] = '\0';
                 for (char *c = err; *c; c++)
-                        if (*c == '\n')
+                        if (*c == '\n' || *c == '\t')
                                 *c = ' ';
                 PQfinish(conn);
                 return NULL;
@@ -96,7 +96,12 @@ PGconn *pg_connect(const char *conninfo, const char *passfile, char *err, size_t
         return conn;
 }
 
+/* The server's own words (its primary message and detail, without the
+ * "ERROR:" prefix and the LINE excerpt, whose numbers count the wrapper's
+ * lines), else libpq's. */
 static void set_error(struct pgdb *db, const PGresult *res) {
+        const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+        const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
         const char *m = res ? PQresultErrorMessage(res) : "";
         size_t n;
 
@@ -104,7 +109,11 @@ static void set_error(struct pgdb *db, const PGresult *res) {
                 m = PQerrorMessage(db->conn);
         if (!m || !*m)
                 m = "out of memory";
-        snprintf(db->errmsg, sizeof(db->errmsg), "%s", m);
+        if (primary)
+                snprintf(db->errmsg, sizeof(db->errmsg), "%s%s%s%s", primary, detail ? " (" : "", detail ? detail : "",
+                         detail ? ")" : "");
+        else
+                snprintf(db->errmsg, sizeof(db->errmsg), "%s", m);
         n = strlen(db->errmsg);
         while (n > 0 && (db->errmsg[n - 1] == '\n' || db->errmsg[n - 1] == ' '))
                 db->errmsg[--n] = '\0';

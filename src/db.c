@@ -2,6 +2,7 @@
  * PostgreSQL instead (driver = postgresql) hands each call to db-pg.c. */
 #include "db.h"
 
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -11,6 +12,7 @@
 #include "config.h"
 #include "db-pg.h"
 #include "util.h"
+#include "wal.h"
 
 struct db {
         struct pgdb *pg; /* driver = postgresql: everything goes there */
@@ -28,6 +30,13 @@ struct db_query {
         struct pgdb_query *pg;
         struct db *db;
         sqlite3_stmt *stmt;
+        /* What preparing it read (SQLITE_READ of the authorizer): tables
+         * of main by their names in sqlite_schema; reads_unknown when it
+         * reads anything else or calls a function whose result changes
+         * without the tables (random(), datetime('now')...). */
+        char **reads;
+        size_t n_reads;
+        bool reads_unknown, reads_oom;
 };
 
 static int errno_from_sqlite(int rc) {
@@ -439,6 +448,123 @@ void db_set_memo(struct db *db, void *memo, void (*free_memo)(void *memo)) {
         db->free_memo = free_memo;
 }
 
+bool db_in_wal_mode(struct db *db) {
+        sqlite3_stmt *st = NULL;
+        bool wal = false;
+
+        if (db->pg)
+                return false;
+        if (sqlite3_prepare_v2(db->handle, "PRAGMA main.journal_mode", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+                const char *m = (const char *)sqlite3_column_text(st, 0);
+                wal = m && strcasecmp(m, "wal") == 0;
+        }
+        sqlite3_finalize(st);
+        return wal;
+}
+
+int db_schema_version(struct db *db, int64_t *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        if (db->pg)
+                return -EOPNOTSUPP;
+        rc = sqlite3_prepare_v2(db->handle, "PRAGMA main.schema_version", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                int r = fail(db, rc);
+                sqlite3_finalize(st);
+                return r;
+        }
+        *ret = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return 0;
+}
+
+int db_wal_pos(struct db *db, struct wal_pos *ret) {
+        sqlite3_file *f = NULL;
+        volatile void *region = NULL;
+        unsigned char h0[WAL_INDEX_HDR_SIZE], h1[WAL_INDEX_HDR_SIZE];
+
+        if (db->pg || sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+            !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
+                return -EOPNOTSUPP;
+        /* xShmMap() would open (and create) -shm of a database in another
+         * journal mode. */
+        if (db->immutable || !db_in_wal_mode(db))
+                return -ENOENT;
+        /* The connection's own mapping of -shm (bExtend 0: nothing is
+         * created), read as SQLite reads it: the first copy, a barrier, the
+         * second. */
+        if (f->pMethods->xShmMap(f, 0, 32768, 0, &region) != SQLITE_OK || !region)
+                return -ENOENT;
+        memcpy(h0, (const void *)region, sizeof(h0));
+        f->pMethods->xShmBarrier(f);
+        memcpy(h1, (const unsigned char *)(const void *)region + WAL_INDEX_HDR_SIZE, sizeof(h1));
+        return wal_parse_index(h0, h1, ret);
+}
+
+static int wal_read(void *userdata, void *buf, size_t n, uint64_t off) {
+        sqlite3_file *f = userdata;
+        int rc = f->pMethods->xRead(f, buf, (int)n, (sqlite3_int64)off);
+
+        return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+int db_wal_pages_between(struct db *db, const struct wal_pos *from, const struct wal_pos *to, size_t max_pages,
+                         uint32_t **pages, size_t *n_pages) {
+        sqlite3_file *f = NULL;
+
+        /* The connection's handle of -wal, read with its xRead. */
+        if (db->pg || sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || !f ||
+            !f->pMethods)
+                return -EOPNOTSUPP;
+        return wal_pages_between(wal_read, f, from, to, max_pages, pages, n_pages);
+}
+
+int db_tables_with_pages(struct db *db, const char *const *tables, size_t n_tables, const uint32_t *pages,
+                         size_t n_pages, bool *hit) {
+        _cleanup_free_ char *sql = NULL;
+        sqlite3_stmt *st = NULL;
+        size_t len = 0, cap;
+        int rc;
+
+        if (db->pg)
+                return -EOPNOTSUPP;
+        for (size_t i = 0; i < n_tables; i++)
+                hit[i] = false;
+        if (n_pages == 0 || n_tables == 0)
+                return 0;
+        /* dbstat walks the b-tree named by name = ?1 only, and LIMIT 1 stops
+         * it at the first page of the list. */
+        cap = 96 + 11 * n_pages;
+        sql = malloc(cap);
+        if (!sql)
+                return -ENOMEM;
+        len = (size_t)snprintf(sql, cap, "SELECT 1 FROM main.dbstat WHERE name = ?1 AND pageno IN (");
+        for (size_t i = 0; i < n_pages; i++)
+                len += (size_t)snprintf(sql + len, cap - len, "%s%" PRIu32, i ? "," : "", pages[i]);
+        snprintf(sql + len, cap - len, ") LIMIT 1");
+        rc = sqlite3_prepare_v2(db->handle, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return fail(db, rc);
+        for (size_t i = 0; i < n_tables; i++) {
+                sqlite3_reset(st);
+                sqlite3_bind_text(st, 1, tables[i], -1, SQLITE_STATIC);
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW)
+                        hit[i] = true;
+                else if (rc != SQLITE_DONE) {
+                        int r = fail(db, rc);
+                        sqlite3_finalize(st);
+                        return r;
+                }
+        }
+        sqlite3_finalize(st);
+        return 0;
+}
+
 void *db_take_memo(struct db *db, void (**free_memo)(void *memo)) {
         void *memo = db->memo;
 
@@ -456,6 +582,106 @@ bool db_has_moved(struct db *db) {
         if (sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
                 return false;
         return moved != 0;
+}
+
+/* Functions whose value changes without any table changing. */
+static const char *const volatile_functions[] = {
+        "random",       "randomblob",   "changes",       "total_changes",  "last_insert_rowid", "date",
+        "time",         "datetime",     "julianday",     "strftime",       "unixepoch",         "current_timestamp",
+        "current_date", "current_time", "sqlite_offset", "load_extension",
+};
+
+static int on_authorize(void *userdata, int action, const char *a1, const char *a2, const char *a3, const char *a4) {
+        struct db_query *q = userdata;
+
+        switch (action) {
+        case SQLITE_SELECT:
+        case SQLITE_RECURSIVE:
+                break;
+        case SQLITE_READ:
+                if (!a1 || !a3 || strcmp(a3, "main") != 0) {
+                        q->reads_unknown = true;
+                        break;
+                }
+                for (size_t i = 0; i < q->n_reads; i++)
+                        if (strcmp(q->reads[i], a1) == 0)
+                                return SQLITE_OK;
+                {
+                        char **r = realloc(q->reads, (q->n_reads + 1) * sizeof(*r));
+                        if (!r || !(r[q->n_reads] = strdup(a1))) {
+                                if (r)
+                                        q->reads = r;
+                                q->reads_oom = true;
+                                break;
+                        }
+                        q->reads = r;
+                        q->n_reads++;
+                }
+                break;
+        case SQLITE_FUNCTION:
+                for (size_t i = 0; a2 && i < ARRAY_SIZE(volatile_functions); i++)
+                        if (strcasecmp(a2, volatile_functions[i]) == 0)
+                                q->reads_unknown = true;
+                if (!a2)
+                        q->reads_unknown = true;
+                break;
+        default:
+                q->reads_unknown = true;
+        }
+        return SQLITE_OK;
+}
+
+/* Keeps of the names read the ordinary tables of main, spelt as in
+ * sqlite_schema; views go (their tables were read too); anything else
+ * (sqlite_schema itself, virtual or eponymous tables) makes the reads
+ * unknown. */
+static void classify_reads(struct db_query *q) {
+        sqlite3_stmt *st = NULL;
+        size_t k = 0;
+
+        if (q->reads_oom || sqlite3_prepare_v2(q->db->handle,
+                                               "SELECT type, name, sql LIKE 'CREATE VIRTUAL%' FROM main.sqlite_schema "
+                                               "WHERE name = ?1 COLLATE NOCASE AND type IN ('table', 'view')",
+                                               -1, &st, NULL) != SQLITE_OK) {
+                q->reads_unknown = true;
+                sqlite3_finalize(st);
+                return;
+        }
+        for (size_t i = 0; i < q->n_reads; i++) {
+                char *name = q->reads[i];
+                bool keep = false;
+
+                sqlite3_reset(st);
+                sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        const char *type = (const char *)sqlite3_column_text(st, 0);
+                        const char *canon = (const char *)sqlite3_column_text(st, 1);
+                        if (type && strcmp(type, "table") == 0 && !sqlite3_column_int(st, 2) && canon &&
+                            strncasecmp(canon, "sqlite_", 7) != 0) {
+                                char *c = strdup(canon);
+                                if (c) {
+                                        free(name);
+                                        q->reads[k++] = c;
+                                        keep = true;
+                                } else
+                                        q->reads_unknown = true;
+                        } else if (!(type && strcmp(type, "view") == 0))
+                                q->reads_unknown = true;
+                } else
+                        q->reads_unknown = true;
+                if (!keep)
+                        free(name);
+        }
+        q->n_reads = k;
+        sqlite3_finalize(st);
+}
+
+bool db_query_reads(const struct db_query *q, const char *const **tables, size_t *n_tables) {
+        if (q->pg || q->reads_unknown)
+                return false;
+        *tables = (const char *const *)q->reads;
+        *n_tables = q->n_reads;
+        return true;
 }
 
 int db_query_new(struct db *db, const char *sql, struct db_query **ret) {
@@ -507,7 +733,11 @@ int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, s
         if (!q)
                 return -ENOMEM;
         q->db = db;
+        sqlite3_set_authorizer(db->handle, on_authorize, q);
         rc = sqlite3_prepare_v2(db->handle, wrapped, -1, &q->stmt, NULL);
+        sqlite3_set_authorizer(db->handle, NULL, NULL);
+        if (rc == SQLITE_OK)
+                classify_reads(q);
         if (rc != SQLITE_OK) {
                 int r = fail(db, rc);
                 /* "table mapsyncd_q has 3 values for 2 columns" names our
@@ -699,6 +929,9 @@ struct db_query *db_query_free(struct db_query *q) {
                 return NULL;
         pgdb_query_free(q->pg);
         sqlite3_finalize(q->stmt);
+        for (size_t i = 0; i < q->n_reads; i++)
+                free(q->reads[i]);
+        free(q->reads);
         free(q);
         return NULL;
 }

@@ -14,8 +14,10 @@
 
 #include "log.h"
 #include "notify.h"
+#include "paths.h"
 #include "render.h"
-#include "replace_at.h"
+#include "replace.h"
+#include "trust.h"
 #include "util.h"
 
 #define MANIFEST_HEADER "# mapsyncd: files written by [files %s]; names added before writing, removed after unlinking\n"
@@ -24,9 +26,10 @@ struct entry {
         char *name;
         unsigned char *content;
         size_t len;
-        bool write;    /* missing or different: (re)write it */
-        bool fix_meta; /* unchanged bytes, but mode or owner differ */
-        bool listed;   /* in the manifest */
+        bool write;     /* missing or different: (re)write it */
+        bool fix_meta;  /* unchanged bytes, but mode or owner differ */
+        bool listed;    /* in the manifest */
+        bool protected; /* one of mapsyncd's own files under this name: never touched */
 };
 
 struct files_set {
@@ -45,6 +48,7 @@ struct files_set {
         uint64_t n_rows;    /* rows read */
         uint64_t n_invalid; /* rows dropped */
         uint64_t n_written;
+        bool refused; /* a name was one of mapsyncd's own files */
         char *notes[RENDER_LOG_LIMIT];
         size_t n_notes;
         char *changed_names;
@@ -58,8 +62,10 @@ const char *files_check_name(const void *name, size_t len) {
                 return "file name is NULL";
         if (len == 0)
                 return "file name is empty";
-        if (len > FILES_NAME_MAX)
+        if (len > 255)
                 return "file name is longer than 255 bytes";
+        if (len > FILES_NAME_MAX)
+                return "file name is longer than 247 bytes, too long for its temporary file (.NAME.XXXXXX)";
         if (s[0] == '.')
                 return "file name starts with '.'";
         for (size_t i = 0; i < len; i++) {
@@ -323,8 +329,8 @@ static int manifest_read(struct files_set *s) {
 /* Writes the manifest: listed names plus `add` (written or about to be),
  * minus those marked in `drop`. */
 static int manifest_write(struct files_set *s, const bool *add, const bool *drop) {
-        _cleanup_free_ char *path = NULL, *text = NULL, *dir = NULL;
-        _cleanup_close_ int dir_fd = -1;
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        const char *step = NULL;
         size_t len = 0;
         char *head = NULL;
         int r;
@@ -356,16 +362,11 @@ static int manifest_write(struct files_set *s, const bool *add, const bool *drop
                 if (keep && (str_append(&text, &len, name, strlen(name)) < 0 || str_append(&text, &len, "\n", 1) < 0))
                         return -ENOMEM;
         }
-        dir = strdup(s->config->state_dir);
-        if (!dir)
-                return -ENOMEM;
-        dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir_fd < 0)
-                return fail(s, -errno, "Could not open state_dir %s: %m", dir);
-        r = replace_file_at(dir_fd, strrchr(path, '/') + 1, text, len,
-                            &(struct replace_opts){.mode = 0600, .uid = (uid_t)-1, .gid = (gid_t)-1, .sync_dir = true});
+        r = replace_file(path, text, len, &(struct replace_meta){.mode = 0600, .uid = (uid_t)-1, .gid = (gid_t)-1},
+                         &step);
         if (r < 0)
-                return fail(s, r, "Could not write the manifest %s: %s", path, strerror(-r));
+                return fail(s, r, "Could not write the manifest %s (%s): %s", path, step ? step : "write",
+                            strerror(-r));
         return 0;
 }
 
@@ -391,10 +392,19 @@ static bool same_bytes(int fd, const struct stat *st, const unsigned char *data,
 static void compare_entry(struct files_set *s, struct entry *e) {
         const struct files_config *fc = s->fc;
         _cleanup_close_ int fd = -1;
+        char what[PATH_MAX + 64];
         struct stat st;
 
         e->listed = is_listed(s, e->name);
         fd = openat(s->dir_fd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        /* The directory holds none of them (guard_directory): only a hard
+         * link could be one. */
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink > 1 && paths_protected(s->config, &st, what, sizeof(what))) {
+                e->protected = true; /* a hard link to one of mapsyncd's own files */
+                log_submit(LOG_ERR, LOG_FIELDS(.message_id = MSGID_MAP_FAILED, .map = fc->name),
+                           "%s: %s/%s is %s: refusing to replace it", fc->name, fc->directory, e->name, what);
+                return;
+        }
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !same_bytes(fd, &st, e->content, e->len)) {
                 e->write = true;
                 return;
@@ -569,6 +579,7 @@ static int plan(struct files_set *s) {
                         continue;
                 }
                 s->n_written += e->write;
+                s->refused |= e->protected;
                 s->entries[o++] = *e;
         }
         s->n_entries = o;
@@ -615,17 +626,28 @@ int files_render(struct db *db, const struct config *c, size_t index, bool dry_r
         s->config = c;
         s->fc = &c->files[index];
         s->dry_run = dry_run;
-        s->dir_fd = open(s->fc->directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        s->dir_fd = replace_open_dir(s->fc->directory);
         if (s->dir_fd < 0) {
                 struct stat st;
 
-                if ((errno == ENOTDIR || errno == ELOOP) && lstat(s->fc->directory, &st) == 0 && S_ISLNK(st.st_mode))
+                r = s->dir_fd;
+                if ((r == -ENOTDIR || r == -ELOOP) && lstat(s->fc->directory, &st) == 0 && S_ISLNK(st.st_mode))
                         r = fail(s, -ELOOP, "directory %s is a symlink: name the directory itself", s->fc->directory);
                 else
-                        r = fail(s, -errno, "Could not open directory %s: %m", s->fc->directory);
+                        r = fail(s, r, "Could not open directory %s: %s", s->fc->directory, strerror(-r));
                 goto fail;
         }
         r = guard_directory(s);
+        if (r >= 0) {
+                struct trust_problem tp;
+
+                r = trust_dir_fd(s->dir_fd, s->fc->directory, TRUST_LEAF_STICKY_OK, &tp);
+                if (r < 0)
+                        r = fail(s, r,
+                                 "refusing to write into %s: %s is %s (a directory mapsyncd writes into must be "
+                                 "owned by root or this user and writable by no one else, unless sticky)",
+                                 s->fc->directory, tp.path, tp.why);
+        }
         if (r >= 0 && !dry_run)
                 r = state_dir_check(s);
         if (r >= 0)
@@ -636,6 +658,8 @@ int files_render(struct db *db, const struct config *c, size_t index, bool dry_r
                 r = manifest_read(s);
         if (r >= 0)
                 r = plan(s);
+        if (r >= 0 && s->refused)
+                r = fail(s, -EPERM, "kept %s as it was", s->fc->directory);
         if (r >= 0 && s->n_invalid > 0 && s->fc->on_invalid == ON_INVALID_FAIL) {
                 files_log_invalid(s, LOG_ERR);
                 r = fail(s, -EINVAL, "%llu invalid rows and on_invalid = fail: kept %s as it was",
@@ -715,7 +739,15 @@ static void sweep(struct files_set *s) {
         while ((de = readdir(d))) {
                 struct stat st;
 
-                if (strncmp(de->d_name, FILES_TMP_PREFIX, strlen(FILES_TMP_PREFIX)) != 0)
+                size_t n = strlen(de->d_name);
+                char name[NAME_MAX + 1];
+
+                /* ".NAME.XXXXXX" of a NAME a set may have (replace.h). */
+                if (de->d_name[0] != '.' || n < 3 + REPLACE_TMP_RANDOM || n - 2 - REPLACE_TMP_RANDOM > NAME_MAX)
+                        continue;
+                memcpy(name, de->d_name + 1, n - 2 - REPLACE_TMP_RANDOM);
+                name[n - 2 - REPLACE_TMP_RANDOM] = '\0';
+                if (files_check_name(name, strlen(name)) || !replace_is_temp_name(de->d_name, name))
                         continue;
                 if (fstatat(s->dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
                     (st.st_uid != geteuid() && st.st_uid != s->fc->uid))
@@ -725,6 +757,26 @@ static void sweep(struct files_set *s) {
                                  de->d_name);
         }
         closedir(d);
+}
+
+/* One file through replace.h: temporary file, owner and mode, fsync,
+ * rename, fsync of the directory. */
+static int write_file(struct files_set *s, const struct entry *e) {
+        const struct files_config *fc = s->fc;
+        struct replace rp;
+        int k;
+
+        k = replace_begin(&rp, s->dir_fd, e->name);
+        if (k >= 0)
+                k = replace_write(&rp, e->content, e->len);
+        if (k >= 0)
+                k = replace_commit(&rp, &(struct replace_meta){.mode = fc->mode, .uid = fc->uid, .gid = fc->gid});
+        if (k < 0) {
+                const char *step = rp.step ? rp.step : "write";
+                replace_abort(&rp);
+                return fail(s, k, "Could not write %s/%s (%s): %s", fc->directory, e->name, step, strerror(-k));
+        }
+        return 0;
 }
 
 static int fix_metadata(struct files_set *s, const struct entry *e) {
@@ -768,15 +820,15 @@ int files_commit(struct files_set *s) {
         for (size_t i = 0; i < s->n_entries; i++) {
                 const struct entry *e = &s->entries[i];
 
+                if (e->protected)
+                        continue;
                 if (e->fix_meta && !e->write && (k = fix_metadata(s, e)) < 0)
                         r = k;
                 if (!e->write)
                         continue;
-                k = replace_file_at(
-                        s->dir_fd, e->name, e->content, e->len,
-                        &(struct replace_opts){.mode = fc->mode, .uid = fc->uid, .gid = fc->gid, .sync_dir = false});
+                k = write_file(s, e);
                 if (k < 0) {
-                        r = fail(s, k, "Could not write %s/%s: %s", fc->directory, e->name, strerror(-k));
+                        r = k;
                         continue;
                 }
                 touched = true;
@@ -795,6 +847,17 @@ int files_commit(struct files_set *s) {
                 if (!is_removed) {
                         drop[i] = any_drop = true; /* gone already */
                         continue;
+                }
+                {
+                        struct stat st;
+                        char what[PATH_MAX + 64];
+
+                        if (fstatat(s->dir_fd, s->listed[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink > 1 &&
+                            paths_protected(s->config, &st, what, sizeof(what))) {
+                                r = fail(s, -EPERM, "%s/%s is %s: refusing to remove it", fc->directory, s->listed[i],
+                                         what);
+                                continue;
+                        }
                 }
                 if (unlinkat(s->dir_fd, s->listed[i], 0) < 0 && errno != ENOENT) {
                         r = fail(s, -errno, "Could not remove %s/%s: %m", fc->directory, s->listed[i]);

@@ -148,6 +148,14 @@ static void protected_files(const struct config *c, struct plist *l) {
         if (c->state_dir) {
                 plist_add(l, c->state_dir, "/owed-hooks", "a state file", c->state_dir_line, NULL);
                 plist_add(l, c->state_dir, "/lock", "the instance lock", c->state_dir_line, NULL);
+                for (size_t i = 0; i < c->n_files; i++) {
+                        _cleanup_free_ char *m = NULL;
+                        if (asprintf(&m, "/files-%s.manifest", c->files[i].name) < 0) {
+                                l->oom = true;
+                                return;
+                        }
+                        plist_add(l, c->state_dir, m, "a file set's manifest", c->state_dir_line, NULL);
+                }
         }
 }
 
@@ -195,6 +203,83 @@ static bool under_dir(const char *path, const char *dir) {
         if (streq(dir, "/"))
                 return true;
         return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+/* Whether path lies directly in directory dir (both resolved). */
+static bool in_dir(const char *path, const char *dir) {
+        const char *slash = strrchr(path, '/');
+
+        if (!slash)
+                return false;
+        if (slash == path)
+                return streq(dir, "/");
+        return strlen(dir) == (size_t)(slash - path) && strncmp(path, dir, (size_t)(slash - path)) == 0;
+}
+
+/* [files NAME] sets: a row may name any file in the directory, so it may
+ * hold none of the protected files nor any map's output (l holds both by
+ * now), be no state_dir, and be no other set's. */
+static int check_files(const struct config *c, const struct plist *l, const char *state, struct config_errors *errors) {
+        _cleanup_free_ char **dirs = calloc(c->n_files + 1, sizeof(char *));
+        int r = 0;
+
+        if (!dirs)
+                return -ENOMEM;
+        for (size_t i = 0; i < c->n_files && r >= 0; i++) {
+                const struct files_config *f = &c->files[i];
+                struct stat st;
+                bool have_st;
+
+                if (!f->directory)
+                        continue;
+                dirs[i] = paths_resolve(f->directory);
+                if (!dirs[i]) {
+                        r = -ENOMEM;
+                        break;
+                }
+                have_st = stat(dirs[i], &st) == 0;
+                for (size_t k = 0; k < l->n && r >= 0; k++) {
+                        const struct protected *p = &l->v[k];
+                        _cleanup_free_ char *pdir = NULL;
+                        struct stat pst;
+                        bool hit = in_dir(p->path, dirs[i]);
+
+                        /* The same directory under another name (a bind mount). */
+                        if (!hit && have_st && (pdir = strdup(p->path)) && strrchr(pdir, '/')) {
+                                char *slash = strrchr(pdir, '/');
+                                if (slash == pdir)
+                                        slash[1] = '\0';
+                                else
+                                        *slash = '\0';
+                                hit = stat(pdir, &pst) == 0 && pst.st_dev == st.st_dev && pst.st_ino == st.st_ino;
+                        }
+                        if (!hit)
+                                continue;
+                        if (p->origin)
+                                r = add_error(errors, c->path, f->line,
+                                              "[files %s] directory = %s holds the output of [map %s]: a row may "
+                                              "name any file in it",
+                                              f->name, f->directory, p->origin);
+                        else
+                                r = add_error(errors, c->path, f->line,
+                                              "[files %s] directory = %s holds %s %s: a row may name any file in it",
+                                              f->name, f->directory, p->what, p->path);
+                }
+                if (r >= 0 && state &&
+                    (streq(dirs[i], state) || under_dir(dirs[i], state) || under_dir(state, dirs[i])))
+                        r = add_error(errors, c->path, f->line,
+                                      "[files %s] directory = %s and state_dir %s overlap; state_dir holds mapsyncd's "
+                                      "own files",
+                                      f->name, f->directory, state);
+                for (size_t j = 0; j < i && r >= 0; j++)
+                        if (dirs[j] && streq(dirs[j], dirs[i]))
+                                r = add_error(errors, c->path, f->line,
+                                              "[files %s] directory = %s is that of [files %s]", f->name, f->directory,
+                                              c->files[j].name);
+        }
+        for (size_t i = 0; i < c->n_files; i++)
+                free(dirs[i]);
+        return r;
 }
 
 int paths_check_config(struct config *c, struct config_errors *errors) {
@@ -288,6 +373,8 @@ int paths_check_config(struct config *c, struct config_errors *errors) {
                 if (l.oom)
                         goto oom;
         }
+        if (check_files(c, &l, state, errors) < 0)
+                goto oom;
         plist_done(&l);
         return errors->n_msgs > n_before ? -EINVAL : 0;
 oom:

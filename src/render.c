@@ -27,6 +27,36 @@ void render_done(struct render *r) {
         r->key = r->value = NULL;
 }
 
+#define ONES  0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Whether any byte of x is below n (n <= 128), or equal to b. */
+static inline bool word_has_less(uint64_t x, uint64_t n) {
+        return ((x - ONES * n) & ~x & HIGHS) != 0;
+}
+
+static inline bool word_has(uint64_t x, uint64_t b) {
+        uint64_t y = x ^ (ONES * b);
+        return ((y - ONES) & ~y & HIGHS) != 0;
+}
+
+/* Whether bytes[0..n) are all >= lo, none 0x7f and none `extra` (0: no
+ * extra byte), eight at a time: the common case of a clean row. */
+static bool all_clean(const unsigned char *bytes, size_t n, unsigned char lo, unsigned char extra) {
+        size_t i = 0;
+
+        for (; i + 8 <= n; i += 8) {
+                uint64_t x;
+                memcpy(&x, bytes + i, 8);
+                if (word_has_less(x, lo) || word_has(x, 0x7f) || (extra && word_has(x, extra)))
+                        return false;
+        }
+        for (; i < n; i++)
+                if (bytes[i] < lo || bytes[i] == 0x7f || (extra && bytes[i] == extra))
+                        return false;
+        return true;
+}
+
 const char *render_check_row(enum map_format format, const struct db_row *row) {
         if (row->key_too_long)
                 return "key is longer than max_key_bytes";
@@ -40,6 +70,10 @@ const char *render_check_row(enum map_format format, const struct db_row *row) {
                 return "value is NULL";
         if (row->value_len == 0)
                 return "value is empty";
+        if (all_clean(row->key, row->key_len, 0x21, format == MAP_FORMAT_PASSWD ? ':' : 0) && row->key[0] != '#' &&
+            all_clean(row->value, row->value_len, 0x20, 0))
+                return NULL;
+        /* Something is wrong: the byte loops name the first problem. */
         for (size_t i = 0; i < row->key_len; i++) {
                 unsigned char c = row->key[i];
                 if (c <= 0x20 || c == 0x7f)
@@ -68,6 +102,10 @@ static int emit(struct render *r, const void *data, size_t n) {
         return r->write(r->userdata, data, n);
 }
 
+static inline char lower_byte(unsigned char c) {
+        return (char)(c + (((unsigned)c - 'A' < 26u) << 5));
+}
+
 static int set_buf(char **buf, size_t *len, size_t *cap, const unsigned char *src, size_t n, bool lower) {
         if (n + 1 > *cap) {
                 size_t c = *cap ? *cap : 64;
@@ -80,10 +118,11 @@ static int set_buf(char **buf, size_t *len, size_t *cap, const unsigned char *sr
                 *buf = b;
                 *cap = c;
         }
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = src[i];
-                (*buf)[i] = (char)(lower && c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
+        if (lower)
+                for (size_t i = 0; i < n; i++)
+                        (*buf)[i] = lower_byte(src[i]);
+        else
+                memcpy(*buf, src, n);
         (*buf)[n] = '\0';
         *len = n;
         return 0;
@@ -92,11 +131,9 @@ static int set_buf(char **buf, size_t *len, size_t *cap, const unsigned char *sr
 static bool same_key(const struct render *r, const struct db_row *row) {
         if (!r->have_key || r->key_len != row->key_len)
                 return false;
-        for (size_t i = 0; i < row->key_len; i++) {
-                unsigned char c = row->key[i];
-                if ((char)(c >= 'A' && c <= 'Z' ? c + 32 : c) != r->key[i])
+        for (size_t i = 0; i < row->key_len; i++)
+                if (lower_byte(row->key[i]) != r->key[i])
                         return false;
-        }
         return true;
 }
 

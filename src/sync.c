@@ -9,19 +9,48 @@
 #include "order.h"
 #include "render.h"
 #include "util.h"
+#include "wal.h"
+
+/* Beyond this many pages written since the last cycle, every map is
+ * rendered (the page list goes into one dbstat query). */
+#define SYNC_MAX_CHANGED_PAGES 4096
 
 /* What the cycles on one connection learnt about each map. */
 struct sync_memo_map {
-        char *name, *query;
+        char *name, *query, *output;
+        enum map_format format;
+        enum on_invalid on_invalid;
         unsigned stream_fails; /* cycles in a row whose rows broke the order */
         unsigned stream_skip;  /* cycles still to sort before streaming again */
+        /* The file holds the rendering of the snapshot of memo->pos (the
+         * map was rendered and committed then, or skipped since). */
+        bool fresh;
+        struct map_result last; /* of that rendering */
+        bool tables_known;      /* the tables its query reads, exactly */
+        char **tables;
+        size_t n_tables;
 };
 
 struct sync_memo {
         bool utf8;
+        /* The snapshot of the last committed cycle: its WAL position and
+         * schema; have_pos only when the cycle's snapshot was pinned to a
+         * WAL position (wal.h). */
+        bool have_pos;
+        struct wal_pos pos;
+        int64_t schema_version;
         size_t n_maps;
         struct sync_memo_map *maps;
 };
+
+static void memo_map_forget_tables(struct sync_memo_map *mm) {
+        for (size_t i = 0; i < mm->n_tables; i++)
+                free(mm->tables[i]);
+        free(mm->tables);
+        mm->tables = NULL;
+        mm->n_tables = 0;
+        mm->tables_known = false;
+}
 
 static void memo_free(void *p) {
         struct sync_memo *memo = p;
@@ -31,6 +60,8 @@ static void memo_free(void *p) {
         for (size_t i = 0; i < memo->n_maps; i++) {
                 free(memo->maps[i].name);
                 free(memo->maps[i].query);
+                free(memo->maps[i].output);
+                memo_map_forget_tables(&memo->maps[i]);
         }
         free(memo->maps);
         free(memo);
@@ -41,7 +72,9 @@ static bool memo_fits(const struct sync_memo *memo, const struct config *c) {
                 return false;
         for (size_t i = 0; i < c->n_maps; i++)
                 if (strcmp(memo->maps[i].name, c->maps[i].name) != 0 ||
-                    strcmp(memo->maps[i].query, c->maps[i].query) != 0)
+                    strcmp(memo->maps[i].query, c->maps[i].query) != 0 ||
+                    strcmp(memo->maps[i].output, c->maps[i].output) != 0 || memo->maps[i].format != c->maps[i].format ||
+                    memo->maps[i].on_invalid != c->maps[i].on_invalid)
                         return false;
         return true;
 }
@@ -58,13 +91,17 @@ static struct sync_memo *memo_get(struct db *db, const struct config *c) {
                 return NULL;
         memo->maps = calloc(c->n_maps, sizeof(*memo->maps));
         memo->n_maps = c->n_maps;
-        for (size_t i = 0; memo->maps && i < c->n_maps; i++)
+        for (size_t i = 0; memo->maps && i < c->n_maps; i++) {
+                memo->maps[i].format = c->maps[i].format;
+                memo->maps[i].on_invalid = c->maps[i].on_invalid;
                 if (!(memo->maps[i].name = strdup(c->maps[i].name)) ||
-                    !(memo->maps[i].query = strdup(c->maps[i].query))) {
+                    !(memo->maps[i].query = strdup(c->maps[i].query)) ||
+                    !(memo->maps[i].output = strdup(c->maps[i].output))) {
                         memo->n_maps = i + 1;
                         memo_free(memo);
                         return NULL;
                 }
+        }
         if (!memo->maps) {
                 free(memo);
                 return NULL;
@@ -92,10 +129,30 @@ static int emit_row(void *userdata, const struct db_row *row) {
         return render_row(rd, row); /* a write error is logged by output */
 }
 
+/* Keeps what the query reads, for the next cycles' choice. */
+static void learn_tables(struct sync_memo_map *mm, const struct db_query *q) {
+        const char *const *tables;
+        size_t n;
+
+        memo_map_forget_tables(mm);
+        if (!db_query_reads(q, &tables, &n))
+                return;
+        mm->tables = calloc(n ? n : 1, sizeof(*mm->tables));
+        if (!mm->tables)
+                return;
+        for (size_t k = 0; k < n; k++)
+                if (!(mm->tables[mm->n_tables++] = strdup(tables[k]))) {
+                        memo_map_forget_tables(mm);
+                        return;
+                }
+        mm->tables_known = true;
+}
+
 /* One rendering of map i into a new output, its rows in the given order.
  * Returns 0, ORDER_BROKEN (DB_QUERY_STREAM only: nothing logged, the
  * caller renders again), or a negative errno, logged. */
-static int render_pass(struct sync_cycle *cy, struct db *db, size_t i, enum db_query_mode mode, uint64_t *broken_at) {
+static int render_pass(struct sync_cycle *cy, struct db *db, struct sync_memo_map *mm, size_t i,
+                       enum db_query_mode mode, uint64_t *broken_at) {
         const struct map_config *m = &cy->config->maps[i];
         struct db_query *q = NULL;
         struct render *rd = &cy->renders[i];
@@ -116,6 +173,7 @@ static int render_pass(struct sync_cycle *cy, struct db *db, size_t i, enum db_q
                 log_query_failed(db, m);
                 return r;
         }
+        learn_tables(mm, q);
 
         render_init(rd, m, output_write, cy->outputs[i]);
         order_stream_init(&os, emit_row, rd);
@@ -177,7 +235,7 @@ static void render_map(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
         if (mm->stream_skip > 0)
                 mm->stream_skip--;
         else if (cy->stream) {
-                r = render_pass(cy, db, i, DB_QUERY_STREAM, &broken_at);
+                r = render_pass(cy, db, mm, i, DB_QUERY_STREAM, &broken_at);
                 res->streamed = r == 0;
                 if (r == ORDER_BROKEN) {
                         /* Try again after 1, 2, 4... 64 cycles. */
@@ -191,7 +249,7 @@ static void render_map(struct sync_cycle *cy, struct db *db, struct sync_memo_ma
                         mm->stream_fails = 0;
         }
         if (r == ORDER_BROKEN)
-                r = render_pass(cy, db, i, DB_QUERY_SORTED, &broken_at);
+                r = render_pass(cy, db, mm, i, DB_QUERY_SORTED, &broken_at);
 
         res->rows = rd->n_lines;
         res->invalid = rd->n_invalid;
@@ -275,13 +333,135 @@ static void commit_set(struct sync_cycle *cy, size_t i) {
                            "%s: %s unchanged (%llu files)", f->name, f->directory, (unsigned long long)res->rows);
 }
 
-int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret) {
-        return sync_render_flags(db, c, dry_run ? SYNC_DRY_RUN : 0, ret);
+/* Takes the snapshot and pins it to a WAL position: the wal-index header
+ * read before and after the read transaction began is the same, so the
+ * snapshot holds exactly the frames up to pos->mx_frame. *pinned false
+ * when that cannot be told (no -shm, a writer in between thrice). */
+static int begin_pinned(struct db *db, struct wal_pos *pos, bool *pinned) {
+        bool wal;
+        int r;
+
+        *pinned = false;
+        /* A new connection learns the journal mode, and maps -shm, at its
+         * first read transaction; asking SQLite for the mapping of a
+         * database not in WAL mode would create a -shm. */
+        r = db_begin(db);
+        if (r < 0)
+                return r;
+        wal = db_in_wal_mode(db);
+        if (!wal)
+                return 0; /* in the snapshot, not pinned */
+        db_end(db);
+        for (int attempt = 0; attempt < 3; attempt++) {
+                struct wal_pos before, after;
+                bool have = db_wal_pos(db, &before) == 0;
+
+                r = db_begin(db);
+                if (r < 0)
+                        return r;
+                if (!have)
+                        return 0;
+                if (db_wal_pos(db, &after) == 0 && wal_pos_equal(&before, &after)) {
+                        *pos = after;
+                        *pinned = db_in_wal_mode(db);
+                        return 0;
+                }
+                if (attempt < 2)
+                        db_end(db);
+        }
+        return 0;
+}
+
+/* Which maps this cycle renders: plan[i]. Every map, unless the last
+ * committed cycle's snapshot and this one are both pinned in one WAL
+ * generation with one schema: then those maps whose tables own a page
+ * that a frame between the two wrote, those whose tables are not known,
+ * and those not fresh (failed, or never rendered on this connection). */
+static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *memo, bool pinned,
+                      const struct wal_pos *pos, bool *plan, char *why, size_t why_size) {
+        const struct config *c = cy->config;
+        _cleanup_free_ uint32_t *pages = NULL;
+        _cleanup_free_ const char **tables = NULL;
+        _cleanup_free_ bool *hit = NULL;
+        size_t n_pages = 0, n_tables = 0;
+        int64_t schema;
+        int r;
+
+        for (size_t i = 0; i < c->n_maps; i++)
+                plan[i] = true;
+        snprintf(why, why_size, "every map");
+        if (!(cy->flags & SYNC_ONLY_CHANGED) || cy->dry_run) {
+                snprintf(why, why_size, "every map (full cycle)");
+                return;
+        }
+        if (!pinned || !memo->have_pos) {
+                snprintf(why, why_size, "every map (%s)", !pinned ? "no WAL position" : "no earlier cycle");
+                return;
+        }
+        if (db_schema_version(db, &schema) < 0 || schema != memo->schema_version) {
+                snprintf(why, why_size, "every map (schema changed)");
+                return;
+        }
+        r = db_wal_pages_between(db, &memo->pos, pos, SYNC_MAX_CHANGED_PAGES, &pages, &n_pages);
+        if (r < 0) {
+                snprintf(why, why_size, "every map (%s)",
+                         r == -ESTALE  ? "WAL reset since the last cycle"
+                         : r == -E2BIG ? "too many pages written"
+                                       : "WAL unreadable");
+                return;
+        }
+        /* The tables of the maps that may be skipped, once each. */
+        tables = calloc(1, sizeof(*tables));
+        for (size_t i = 0; tables && i < c->n_maps; i++) {
+                const struct sync_memo_map *mm = &memo->maps[i];
+                if (!mm->fresh || !mm->tables_known)
+                        continue;
+                for (size_t k = 0; k < mm->n_tables; k++) {
+                        bool seen = false;
+                        for (size_t t = 0; t < n_tables && !seen; t++)
+                                seen = strcmp(tables[t], mm->tables[k]) == 0;
+                        if (seen)
+                                continue;
+                        const char **nt = realloc(tables, (n_tables + 1) * sizeof(*nt));
+                        if (!nt)
+                                return;
+                        tables = nt;
+                        tables[n_tables++] = mm->tables[k];
+                }
+        }
+        hit = calloc(n_tables ? n_tables : 1, sizeof(*hit));
+        if (!tables || !hit || db_tables_with_pages(db, tables, n_tables, pages, n_pages, hit) < 0)
+                return;
+        for (size_t i = 0; i < c->n_maps; i++) {
+                const struct sync_memo_map *mm = &memo->maps[i];
+                bool changed = !mm->fresh || !mm->tables_known;
+                for (size_t k = 0; k < mm->n_tables && !changed; k++)
+                        for (size_t t = 0; t < n_tables && !changed; t++)
+                                changed = hit[t] && strcmp(tables[t], mm->tables[k]) == 0;
+                plan[i] = changed;
+        }
+        {
+                size_t n = (size_t)snprintf(why, why_size, "%zu pages written; tables changed:", n_pages);
+                bool any = false;
+                for (size_t t = 0; t < n_tables && n < why_size; t++)
+                        if (hit[t]) {
+                                n += (size_t)snprintf(why + n, why_size - n, " %s", tables[t]);
+                                any = true;
+                        }
+                if (!any && n < why_size)
+                        snprintf(why + n, why_size - n, " none");
+        }
 }
 
 int sync_render_flags(struct db *db, const struct config *c, unsigned flags, struct sync_cycle **ret) {
+        _cleanup_free_ bool *plan = NULL;
         struct sync_cycle *cy;
         struct sync_memo *memo;
+        struct wal_pos pos = {0};
+        bool pinned = false;
+        char why[256];
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        size_t n_planned = 0;
         int r;
 
         cy = calloc(1, sizeof(*cy));
@@ -293,9 +473,11 @@ int sync_render_flags(struct db *db, const struct config *c, unsigned flags, str
         cy->outputs = calloc(c->n_maps, sizeof(*cy->outputs));
         cy->results = calloc(c->n_maps, sizeof(*cy->results));
         cy->renders = calloc(c->n_maps, sizeof(*cy->renders));
+        cy->rendered = calloc(c->n_maps, sizeof(*cy->rendered));
+        plan = calloc(c->n_maps ? c->n_maps : 1, sizeof(*plan));
         cy->sets = calloc(c->n_files + 1, sizeof(*cy->sets));
         cy->set_results = calloc(c->n_files + 1, sizeof(*cy->set_results));
-        if (!cy->outputs || !cy->results || !cy->renders || !cy->sets || !cy->set_results) {
+        if (!cy->outputs || !cy->results || !cy->renders || !cy->rendered || !plan || !cy->sets || !cy->set_results) {
                 sync_cycle_free(cy);
                 return -ENOMEM;
         }
@@ -306,21 +488,66 @@ int sync_render_flags(struct db *db, const struct config *c, unsigned flags, str
                 return -ENOMEM;
         }
         db_set_limits(db, c->max_key_bytes, c->max_value_bytes);
-        r = db_begin(db);
+        r = begin_pinned(db, &pos, &pinned);
         if (r < 0) {
                 sync_cycle_free(cy);
                 return r;
         }
+        plan_maps(cy, db, memo, pinned, &pos, plan, why, sizeof(why));
+        for (size_t i = 0; i < c->n_maps; i++)
+                n_planned += plan[i];
+        log_debug("rendering %zu of %zu maps: %s (%llu ms)", n_planned, c->n_maps, why,
+                  (unsigned long long)elapsed_ms(start));
+
         /* The stream's byte comparisons are UTF-8's. */
         cy->stream = memo->utf8;
-        for (size_t i = 0; i < c->n_maps; i++)
-                render_map(cy, db, &memo->maps[i], i);
+        for (size_t i = 0; i < c->n_maps; i++) {
+                if (plan[i]) {
+                        render_map(cy, db, &memo->maps[i], i);
+                        cy->rendered[i] = true;
+                } else {
+                        /* Its file is the rendering of this snapshot. */
+                        cy->results[i] = memo->maps[i].last;
+                        cy->results[i].status = MAP_UNCHANGED;
+                        cy->results[i].duration_ms = 0;
+                }
+        }
+        /* File sets are rendered in every cycle. */
         for (size_t i = 0; i < c->n_files; i++)
                 render_set(cy, db, i);
+        if (!cy->dry_run) {
+                cy->memo = memo;
+                cy->pos = pos;
+                cy->pinned = pinned && db_schema_version(db, &cy->schema_version) == 0;
+        }
         db_end(db);
 
         *ret = cy;
         return 0;
+}
+
+int sync_render(struct db *db, const struct config *c, bool dry_run, struct sync_cycle **ret) {
+        return sync_render_flags(db, c, dry_run ? SYNC_DRY_RUN : 0, ret);
+}
+
+/* After a commit: what the next cycle may rely on. */
+static void memo_commit(struct sync_cycle *cy) {
+        struct sync_memo *memo = cy->memo;
+
+        if (!memo)
+                return;
+        for (size_t i = 0; i < cy->config->n_maps; i++) {
+                struct sync_memo_map *mm = &memo->maps[i];
+                if (!cy->rendered[i])
+                        continue;
+                /* Not a map held back (MAP_DEFERRED) or failed. */
+                mm->fresh = cy->results[i].status == MAP_UNCHANGED || cy->results[i].status == MAP_CHANGED;
+                if (mm->fresh)
+                        mm->last = cy->results[i];
+        }
+        memo->have_pos = cy->pinned;
+        memo->pos = cy->pos;
+        memo->schema_version = cy->schema_version;
 }
 
 void sync_commit(struct sync_cycle *cy) {
@@ -332,6 +559,10 @@ void sync_commit(struct sync_cycle *cy) {
 
                 if (res->status == MAP_FAILED || res->status == MAP_DEFERRED)
                         continue;
+                if (!cy->rendered[i]) {
+                        log_debug("%s: %s unchanged (not rendered: its tables did not change)", m->name, m->output);
+                        continue;
+                }
                 render_log(&cy->renders[i], res->status == MAP_CHANGED || cy->report_all ? LOG_WARNING : LOG_DEBUG);
                 if (cy->dry_run) {
                         if (res->status == MAP_CHANGED && output_diff(o, &res->added, &res->removed) < 0) {
@@ -358,6 +589,7 @@ void sync_commit(struct sync_cycle *cy) {
         }
         for (size_t i = 0; i < cy->config->n_files; i++)
                 commit_set(cy, i);
+        memo_commit(cy);
 }
 
 struct sync_cycle *sync_cycle_free(struct sync_cycle *cy) {
@@ -375,6 +607,7 @@ struct sync_cycle *sync_cycle_free(struct sync_cycle *cy) {
         free(cy->sets);
         free(cy->set_results);
         free(cy->outputs);
+        free(cy->rendered);
         free(cy->results);
         free(cy->renders);
         free(cy);

@@ -188,6 +188,7 @@ struct target {
         char errbuf[CURL_ERROR_SIZE];
         uint64_t started;
         sd_event_source *retry;
+        bool restored; /* owed by an earlier run: sent after the first cycle */
 };
 
 struct webhooks {
@@ -196,7 +197,12 @@ struct webhooks {
         sd_event_source *timer;
         struct target *targets;
         size_t n_targets;
+        char *state_path; /* STATE_DIR/owed-webhooks */
+        bool state_warned;
 };
+
+static void webhooks_save(struct webhooks *w);
+static void webhooks_load(struct webhooks *w);
 
 static void target_send(struct target *t, bool fresh);
 
@@ -378,6 +384,7 @@ static void check_done(struct webhooks *w) {
                         enum webhook_action a = webhook_queue_next(&t->q);
                         if (a != WEBHOOK_NOTHING)
                                 target_send(t, a == WEBHOOK_SEND_NEW);
+                        webhooks_save(w);
                 } else
                         target_failed(t, why);
         }
@@ -483,6 +490,12 @@ static void targets_free(struct webhooks *w) {
 int webhooks_set_config(struct webhooks *w, const struct config *c) {
         struct target *old = w->targets, *v;
         size_t n_old = w->n_targets, n = 0;
+        char *path = NULL;
+
+        if (asprintf(&path, "%s/owed-webhooks", c->state_dir) < 0)
+                return -ENOMEM;
+        free(w->state_path);
+        w->state_path = path;
 
         v = calloc(c->n_webhooks + 1, sizeof(*v));
         if (!v)
@@ -552,6 +565,7 @@ int webhooks_new(sd_event *event, const struct config *c, struct webhooks **ret)
                 webhooks_free(w);
                 return r;
         }
+        webhooks_load(w);
         *ret = w;
         return 0;
 }
@@ -560,6 +574,7 @@ struct webhooks *webhooks_free(struct webhooks *w) {
         if (!w)
                 return NULL;
         targets_free(w);
+        free(w->state_path);
         if (w->multi)
                 curl_multi_cleanup(w->multi);
         sd_event_source_disable_unref(w->timer);
@@ -569,11 +584,13 @@ struct webhooks *webhooks_free(struct webhooks *w) {
 }
 
 void webhooks_cycle(struct webhooks *w, uint64_t generation, const struct sync_cycle *cy) {
+        bool save = false;
+
         if (!w)
                 return;
         for (size_t k = 0; k < w->n_targets; k++) {
                 struct target *t = &w->targets[k];
-                bool any = false;
+                bool any = t->restored;
 
                 for (size_t i = 0; i < cy->config->n_maps && i < t->n_maps; i++) {
                         const struct map_result *res = &cy->results[i];
@@ -588,6 +605,8 @@ void webhooks_cycle(struct webhooks *w, uint64_t generation, const struct sync_c
                 }
                 if (!any)
                         continue;
+                t->restored = false;
+                save = true;
                 t->generation = generation;
                 /* Not in flight: send now (a body waiting for its retry is
                  * superseded); in flight: when it ends. */
@@ -595,6 +614,107 @@ void webhooks_cycle(struct webhooks *w, uint64_t generation, const struct sync_c
                 if (a != WEBHOOK_NOTHING)
                         target_send(t, a == WEBHOOK_SEND_NEW);
         }
+        if (save)
+                webhooks_save(w);
+}
+
+/* ---- owed deliveries across restarts: "NAME MAP" lines ---- */
+
+static void webhooks_save(struct webhooks *w) {
+        _cleanup_free_ char *text = NULL, *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t len = 0;
+        bool any = false;
+
+        if (!w->state_path || asprintf(&tmp, "%s.XXXXXX", w->state_path) < 0) {
+                tmp = NULL;
+                return;
+        }
+        static const char header[] = "# mapsyncd: webhook deliveries owed, sent after the next start's first "
+                                     "cycle\n";
+
+        if (str_append(&text, &len, header, strlen(header)) < 0)
+                return;
+        for (size_t k = 0; k < w->n_targets; k++) {
+                const struct target *t = &w->targets[k];
+                for (size_t i = 0; i < t->n_maps; i++) {
+                        if (!t->q.pending[i] && !t->q.in_body[i])
+                                continue;
+                        any = true;
+                        if (str_append(&text, &len, t->name, strlen(t->name)) < 0 ||
+                            str_append(&text, &len, " ", 1) < 0 ||
+                            str_append(&text, &len, t->map_names[i], strlen(t->map_names[i])) < 0 ||
+                            str_append(&text, &len, "\n", 1) < 0)
+                                return;
+                }
+        }
+        if (!any) {
+                if (unlink(w->state_path) < 0 && errno != ENOENT)
+                        log_error("Could not remove %s: %m", w->state_path);
+                return;
+        }
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0) {
+                if (!w->state_warned)
+                        log_error("Could not record owed webhook deliveries in %s: %m", w->state_path);
+                w->state_warned = true;
+                return;
+        }
+        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 || rename(tmp, w->state_path) < 0) {
+                log_error("Could not record owed webhook deliveries in %s: %s", w->state_path,
+                          errno ? strerror(errno) : "short write");
+                unlink(tmp);
+        }
+}
+
+static void webhooks_load(struct webhooks *w) {
+        _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        unsigned lineno = 0, owed = 0;
+
+        if (!w->state_path)
+                return;
+        f = fopen(w->state_path, "re");
+        if (!f) {
+                if (errno != ENOENT)
+                        log_error("Could not read owed webhook deliveries from %s: %m", w->state_path);
+                return;
+        }
+        while ((n = getline(&line, &cap, f)) >= 0) {
+                char *sp;
+                bool found = false;
+
+                lineno++;
+                if (n > 0 && line[n - 1] == '\n')
+                        line[--n] = '\0';
+                if (n == 0 || line[0] == '#')
+                        continue;
+                sp = strchr(line, ' ');
+                if (!sp) {
+                        log_warning("%s:%u: not an owed webhook delivery; ignored", w->state_path, lineno);
+                        continue;
+                }
+                *sp = '\0';
+                for (size_t k = 0; k < w->n_targets && !found; k++) {
+                        struct target *t = &w->targets[k];
+                        if (!streq(t->name, line))
+                                continue;
+                        for (size_t i = 0; i < t->n_maps; i++)
+                                if (t->covers[i] && streq(t->map_names[i], sp + 1)) {
+                                        webhook_queue_change(&t->q, i);
+                                        t->restored = true;
+                                        found = true;
+                                        owed++;
+                                }
+                }
+                if (!found)
+                        log_warning("%s:%u: webhook %s, map %s: no longer configured; ignored", w->state_path, lineno,
+                                    line, sp + 1);
+        }
+        if (owed > 0)
+                log_notice("%u webhook map changes owed by an earlier run will be sent after the first sync", owed);
 }
 
 unsigned webhooks_pending(const struct webhooks *w) {

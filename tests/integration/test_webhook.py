@@ -213,6 +213,26 @@ class Webhooks(harness.DaemonTestCase):
         self.assertFalse([x for x in self.rx.delivered() if x["headers"]["x-mapsyncd-delivery"] == id_a])
         d.wait_log(r"webhook panel: delivered", count=2)
 
+    def test_undelivered_change_survives_a_restart(self):
+        d = self.start(self.config())
+        self.first_delivered(d)
+        self.rx.stop()
+        self.commit("UPDATE email_accounts SET quota = ? WHERE id = 1", (8080,))
+        a = request(self.sock, "POST", "/v1/sync")
+        self.assertEqual(a.status, 200, a)
+        d.wait_log(r"webhook panel: delivery \S+ \(generation %d\) .* failed" % a.json["generation"], timeout=10)
+        state = os.path.join(self.env.state, "owed-webhooks")
+        self.assertEqual([ln for ln in read(state).splitlines() if not ln.startswith("#")], ["panel passwd"])
+        d.kill()
+        self.rx = Receiver(self.rx.port)
+        d2 = self.daemon()
+        d2.wait_ready()
+        d2.wait_log(r"webhook panel: delivered", timeout=20)
+        j = self.check_signed(self.rx.delivered()[-1])
+        self.assertEqual([m["name"] for m in j["maps"]], ["passwd"])
+        self.assertEqual(j["maps"][0]["sha256"], hashlib.sha256(read(self.env.output("passwd"), "rb")).hexdigest())
+        wait_for(lambda: not os.path.exists(state), 10, what="owed-webhooks to go")
+
     def test_secret_file_readable_by_others_is_refused(self):
         os.chmod(self.secret, 0o644)
         self.env.write_config(self.config())

@@ -93,7 +93,9 @@ static void test_names(void) {
         CHECK(files_check_name("d0001.example.mail.private", 26) == NULL);
         CHECK(files_check_name("A-Z_a.z-09", 10) == NULL);
         CHECK(files_check_name("x..y", 4) == NULL); /* no '/': stays in the directory */
-        CHECK(files_check_name(max, 255) == NULL);
+        CHECK(files_check_name(max, 247) == NULL);
+        CHECK_PREFIX(files_check_name(max, 248), "file name is longer than 247 bytes");
+        CHECK_PREFIX(files_check_name(max, 255), "file name is longer than 247 bytes");
         CHECK_STR(files_check_name(big, 300), "file name is longer than 255 bytes");
         CHECK_STR(files_check_name(big, 256), "file name is longer than 255 bytes");
         CHECK_STR(files_check_name("../x", 4), "file name starts with '.'");
@@ -109,7 +111,7 @@ static void test_names(void) {
         CHECK(files_check_name("a\nb", 3) != NULL);
         CHECK(files_check_name("caf\xc3\xa9", 5) != NULL);
         CHECK(files_check_name("a*", 2) != NULL);
-        CHECK(files_check_name(FILES_TMP_PREFIX "x", strlen(FILES_TMP_PREFIX) + 1) != NULL);
+        CHECK(files_check_name(".x.abc123", 9) != NULL); /* replace.h's temporary name of x */
 }
 
 static void test_pem(void) {
@@ -441,12 +443,13 @@ static void test_foreign_file_claimed(void) {
 
 static void test_leftovers(void) {
         struct env e = env_new("leftovers", NULL);
-        _cleanup_free_ char *tmp = test_path(e.out, FILES_TMP_PREFIX "0123456789abcdef");
+        _cleanup_free_ char *tmp = test_path(e.out, ".new.key.Ab12cd"), *tmp2 = test_path(e.out, ".gone.Zz9xY0");
         _cleanup_free_ char *mpath = NULL, *list = NULL, *m = NULL, *other = test_path(e.out, ".other");
 
         /* A killed run: the temporary file it left, and a manifest that lists
          * a name whose file was never written. */
         REQUIRE_INT(test_write_file(tmp, "half", 4, 0600), 0);
+        REQUIRE_INT(test_write_file(tmp2, "half", 4, 0600), 0);
         REQUIRE_INT(test_write_file(other, "not ours\n", 9, 0600), 0);
         REQUIRE_INT(mkdir(e.state, 0700), 0);
         REQUIRE_INT(files_manifest_path(e.config, &e.config->files[0], &mpath), 0);
@@ -576,6 +579,30 @@ static void test_config_keys(void) {
         config_errors_done(&errors);
 }
 
+/* A hard link to the database under a row's name: neither replaced nor,
+ * when listed and its row is gone, removed. */
+static void test_hard_link_refused(void) {
+        struct env e = env_new("hardlink", NULL);
+        _cleanup_free_ char *hl = test_path(e.out, "x.key"), *mpath = NULL, *text = NULL;
+        struct stat before, after;
+
+        REQUIRE_INT(link(e.db, hl), 0);
+        REQUIRE_INT(stat(e.db, &before), 0);
+        add_row(&e, "x.key", "overwrite\n");
+        CHECK_INT(cycle(&e, NULL), -EPERM);
+        REQUIRE_INT(stat(hl, &after), 0);
+        CHECK_UINT(after.st_ino, before.st_ino);
+
+        db_exec(e.db, "DELETE FROM t", NULL, NULL);
+        REQUIRE_INT(mkdir(e.state, 0700) == 0 || errno == EEXIST, 1);
+        REQUIRE_INT(files_manifest_path(e.config, &e.config->files[0], &mpath), 0);
+        REQUIRE(asprintf(&text, "directory %s\nx.key\n", e.out) > 0);
+        REQUIRE_INT(test_write_file(mpath, text, strlen(text), 0600), 0);
+        CHECK_INT(cycle(&e, NULL), -EPERM);
+        CHECK_INT(access(hl, F_OK), 0);
+        env_done(&e);
+}
+
 static void test_dry_run(void) {
         struct env e = env_new("dry", NULL);
         struct db *db = NULL;
@@ -609,6 +636,7 @@ int main(void) {
         RUN(test_foreign_file_claimed);
         RUN(test_leftovers);
         RUN(test_guards);
+        RUN(test_hard_link_refused);
         RUN(test_config_keys);
         RUN(test_dry_run);
         test_rm_rf(tmpdir);

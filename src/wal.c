@@ -1,0 +1,123 @@
+/* Reading a WAL database's -shm header and -wal frame headers (wal.h). */
+#include "wal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+/* struct WalIndexHdr of SQLite's wal.c, in the host's byte order; two
+ * copies at the start of -shm, the second written first. */
+#define HDR_CHANGE     8
+#define HDR_ISINIT     12
+#define HDR_PAGE_SIZE  14
+#define HDR_MX_FRAME   16
+#define HDR_SALT       32
+#define WAL_HDR_SIZE   32
+#define FRAME_HDR_SIZE 24
+
+static uint32_t get_be32(const uint8_t *p) {
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint32_t get_u32(const uint8_t *p) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        return v;
+}
+
+int wal_parse_index(const void *hdr0, const void *hdr1, struct wal_pos *ret) {
+        const uint8_t *h = hdr0;
+        uint16_t sz;
+
+        if (memcmp(hdr0, hdr1, WAL_INDEX_HDR_SIZE) != 0 || h[HDR_ISINIT] != 1)
+                return -EAGAIN;
+        memcpy(&sz, h + HDR_PAGE_SIZE, 2);
+        *ret = (struct wal_pos){
+                .mx_frame = get_u32(h + HDR_MX_FRAME),
+                .change = get_u32(h + HDR_CHANGE),
+                /* 65536 is stored as 1. */
+                .page_size = (uint32_t)(sz & 0xff00) | ((uint32_t)(sz & 1) << 16),
+        };
+        memcpy(ret->salt, h + HDR_SALT, 8);
+        return 0;
+}
+
+bool wal_pos_equal(const struct wal_pos *a, const struct wal_pos *b) {
+        return memcmp(a->salt, b->salt, 8) == 0 && a->mx_frame == b->mx_frame && a->change == b->change &&
+               a->page_size == b->page_size;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+int wal_pages_between(wal_read_fn read_at, void *userdata, const struct wal_pos *from, const struct wal_pos *to,
+                      size_t max_pages, uint32_t **pages, size_t *n_pages) {
+        uint8_t hdr[WAL_HDR_SIZE], again[WAL_HDR_SIZE], fh[FRAME_HDR_SIZE];
+        _cleanup_free_ uint32_t *list = NULL;
+        size_t n = 0, cap = 0;
+        uint32_t magic;
+        int r;
+
+        if (memcmp(from->salt, to->salt, 8) != 0 || from->page_size != to->page_size || from->mx_frame > to->mx_frame ||
+            to->page_size < 512)
+                return -ESTALE;
+        if ((size_t)(to->mx_frame - from->mx_frame) > max_pages)
+                return -E2BIG;
+        r = read_at(userdata, hdr, sizeof(hdr), 0);
+        if (r < 0)
+                goto out;
+        magic = get_be32(hdr);
+        if ((magic != 0x377f0682 && magic != 0x377f0683) || get_be32(hdr + 8) != to->page_size ||
+            memcmp(hdr + 16, to->salt, 8) != 0) {
+                r = -ESTALE;
+                goto out;
+        }
+        for (uint32_t f = from->mx_frame + 1; f <= to->mx_frame; f++) {
+                off_t off = WAL_HDR_SIZE + (off_t)(f - 1) * (FRAME_HDR_SIZE + (off_t)to->page_size);
+                r = read_at(userdata, fh, sizeof(fh), (uint64_t)off);
+                if (r < 0)
+                        goto out;
+                if (memcmp(fh + 8, to->salt, 8) != 0) {
+                        r = -ESTALE;
+                        goto out;
+                }
+                if (n == cap) {
+                        size_t c = cap ? 2 * cap : 64;
+                        uint32_t *l = realloc(list, c * sizeof(*l));
+                        if (!l) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        list = l;
+                        cap = c;
+                }
+                list[n++] = get_be32(fh);
+        }
+        /* A reset while we read would have rewritten the header. */
+        r = read_at(userdata, again, sizeof(again), 0);
+        if (r < 0)
+                goto out;
+        if (memcmp(hdr, again, sizeof(hdr)) != 0) {
+                r = -ESTALE;
+                goto out;
+        }
+        if (n > 1)
+                qsort(list, n, sizeof(*list), cmp_u32);
+        {
+                size_t k = 0;
+                for (size_t i = 0; i < n; i++)
+                        if (k == 0 || list[k - 1] != list[i])
+                                list[k++] = list[i];
+                n = k;
+        }
+        *pages = TAKE_PTR(list);
+        *n_pages = n;
+        r = 0;
+out:
+        return r;
+}
