@@ -64,8 +64,10 @@ def build():
     before_src = os.path.join(WORK, "src-before")
     before = os.path.join(WORK, "build-before")
     if not os.path.exists(before_src):
-        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", before_src, BEFORE_COMMIT], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A plain copy of the tree (no worktree: nothing changes in .git).
+        os.makedirs(before_src)
+        subprocess.run("git -C '%s' archive %s | tar -x -C '%s'" % (ROOT, BEFORE_COMMIT, before_src), shell=True,
+                       check=True)
     if not os.path.exists(os.path.join(before, "build.ninja")):
         subprocess.run(["meson", "setup", before, before_src, "--buildtype=release", "-Dtests=false", "-Dman=false",
                         "-Dsystemd_units=false"], check=True, stdout=subprocess.DEVNULL)
