@@ -211,6 +211,36 @@ static void test_failed_replace_owes_nothing(void) {
         config_free(c);
 }
 
+/* A map whose hook is owed (and failing) and whose next replace fails:
+ * the retry names the file still in place, not the rendering that was
+ * not installed. */
+static void test_failed_replace_keeps_the_hash(void) {
+        struct config *c = make_config(NULL);
+        struct idle idle = {0};
+        struct jobs *j = new_jobs(c, true, &idle);
+        struct fake_cycle f;
+        _cleanup_free_ char *log = NULL;
+
+        reset();
+        write_in("fail-a", "", 0);
+        fake(&f, c, "C..", '1');
+        jobs_prepare(j, &f.cy);
+        jobs_commit(j, &f.cy);
+        CHECK(kick_settle(j, &idle, 10000000));
+        CHECK_UINT(jobs_failures(j), 1);
+        /* The next rendering of a is not installed. */
+        fake(&f, c, "C..", '7');
+        jobs_prepare(j, &f.cy);
+        f.res[0].status = MAP_FAILED;
+        jobs_commit(j, &f.cy);
+        rm_in("fail-a");
+        CHECK(settle(&idle, 10000000));
+        log = read_in("log");
+        CHECK_STR(log, "a 1111111111111111111111111111111111111111111111111111111111111111 1\nreload r a\n");
+        jobs_free(j);
+        config_free(c);
+}
+
 /* A crash after the renames, before jobs_commit(): the hooks are found in
  * the file at the next start. */
 static void test_crash_after_rename_keeps_the_hook(void) {
@@ -653,6 +683,7 @@ int main(void) {
                 abort();
         RUN(test_round_trip);
         RUN(test_failed_replace_owes_nothing);
+        RUN(test_failed_replace_keeps_the_hash);
         RUN(test_crash_after_rename_keeps_the_hook);
         RUN(test_reload_held_back);
         RUN(test_causes_are_a_set);
