@@ -4,7 +4,8 @@
  * database that cannot be opened, a query that does not prepare, that
  * writes or that has two statements, an output directory that is missing,
  * not a directory or writable by others, a state_dir that is a file or
- * writable by others, a webhook's unreadable secret_file; several at once. */
+ * writable by others, a webhook's unreadable secret_file, a [files] set's
+ * directory and query, the [api] socket's directory; several at once. */
 #include "check.h"
 
 #include <sqlite3.h>
@@ -335,6 +336,53 @@ static void test_webhook_secret(void) {
         config_free(c);
 }
 
+static void test_files_and_api(void) {
+        _cleanup_free_ char *a = out_a(), *keys = test_path(tmpdir, "keys"), *nokeys = test_path(tmpdir, "nokeys"),
+                            *sock = test_path(tmpdir, "nosockdir/api.sock"), *extra = NULL, *want = NULL;
+        struct config *c;
+        struct outcome o;
+
+        CHECK_INT(mkdir(keys, 0700), 0);
+        /* A good [files] set: counted in the OK line. */
+        if (asprintf(&extra, "[files dkim]\ndirectory = %s\nquery = SELECT k, v FROM t\n", keys) < 0)
+                abort();
+        c = make_config(NULL, NULL, a, NULL, extra);
+        run_check(c, &o);
+        CHECK_INT(o.status, 0);
+        CHECK_STR(o.err, "");
+        if (asprintf(&want, "t.conf: OK: 2 maps, 1 file set, database %s\n", dbpath) < 0)
+                abort();
+        CHECK_STR(o.out, want);
+        outcome_done(&o);
+        config_free(c);
+        free(extra);
+        free(want);
+        want = NULL;
+
+        /* Its directory missing, its query bad; the API socket's directory
+         * missing. [files dkim] is line 11, [api] line 14. */
+        if (asprintf(&extra, "[files dkim]\ndirectory = %s\nquery = SELECT nope, v FROM t\n[api]\nlisten = %s\n",
+                     nokeys, sock) < 0)
+                abort();
+        c = make_config(NULL, NULL, a, NULL, extra);
+        run_check(c, &o);
+        CHECK_INT(o.status, 1);
+        CHECK_STR(o.out, "");
+        CHECK_INT(count_newlines(o.err), 3);
+        CHECK_PREFIX(o.err, "t.conf:11: [files dkim] query: no such column: nope\n");
+        if (asprintf(&want, "t.conf:11: [files dkim] cannot write into directory %s: %s\n", nokeys, strerror(ENOENT)) <
+            0)
+                abort();
+        CHECK_CONTAINS(o.err, want);
+        free(want);
+        if (asprintf(&want, "t.conf:14: [api] cannot create %s: %s (unless systemd passes the socket)\n", sock,
+                     strerror(ENOENT)) < 0)
+                abort();
+        CHECK_CONTAINS(o.err, want);
+        outcome_done(&o);
+        config_free(c);
+}
+
 static void test_several_problems(void) {
         _cleanup_free_ char *missing = test_path(tmpdir, "nodir/a"), *file = test_path(tmpdir, "state-file2");
         struct config *c;
@@ -372,6 +420,7 @@ int main(void) {
         RUN(test_output_dirs);
         RUN(test_state_dir_problems);
         RUN(test_webhook_secret);
+        RUN(test_files_and_api);
         RUN(test_several_problems);
         test_rm_rf(tmpdir);
         free(tmpdir);
