@@ -124,6 +124,17 @@ static const char *cause_name(const struct config *c, size_t k) {
         return k < c->n_maps ? c->maps[k].name : c->files[k - c->n_maps].name;
 }
 
+/* What a job keeps when a new configuration replaces its section. */
+static void job_take_over(struct job *jb, const struct job *old) {
+        jb->owed = old->owed && jb->command;
+        jb->gen = old->gen;
+        jb->started_gen = old->started_gen;
+        jb->running = old->running;
+        jb->failures = old->failures;
+        jb->retry_at = old->retry_at;
+        jb->lock_wait_since = old->lock_wait_since;
+}
+
 /* Sets up job jb for file set f, taking over an old one's state. */
 static int files_job_init(struct jobs *j, struct job *jb, const struct files_config *f) {
         struct job *old = jobs_find_kind(j, false, true, f->name);
@@ -137,13 +148,7 @@ static int files_job_init(struct jobs *j, struct job *jb, const struct files_con
         jb->command = f->on_change;
         jb->output = f->directory;
         if (old) {
-                jb->owed = old->owed && jb->command;
-                jb->gen = old->gen;
-                jb->started_gen = old->started_gen;
-                jb->running = old->running;
-                jb->failures = old->failures;
-                jb->retry_at = old->retry_at;
-                jb->lock_wait_since = old->lock_wait_since;
+                job_take_over(jb, old);
                 jb->changed = old->changed;
                 old->changed = NULL;
         }
@@ -179,13 +184,7 @@ int jobs_set_config(struct jobs *j, const struct config *c) {
                 }
                 old = jobs_find(j, is_reload, name);
                 if (old) {
-                        jb->owed = old->owed && jb->command;
-                        jb->gen = old->gen;
-                        jb->started_gen = old->started_gen;
-                        jb->running = old->running;
-                        jb->failures = old->failures;
-                        jb->retry_at = old->retry_at;
-                        jb->lock_wait_since = old->lock_wait_since;
+                        job_take_over(jb, old);
                         jb->rows = old->rows;
                         memcpy(jb->sha256, old->sha256, sizeof(jb->sha256));
                         /* Causes by name: maps and sets may have moved or gone. */
