@@ -68,8 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 } else {
                         static const char *const fixed[] = {
                                 "not a PEM private key: a line of its body is empty or longer than 80 bytes",
-                                "not a PEM private key: does not start with a BEGIN PRIVATE KEY, RSA PRIVATE KEY or "
-                                "EC PRIVATE KEY line",
+                                ("not a PEM private key: does not start with a BEGIN PRIVATE KEY, RSA PRIVATE KEY or "
+                                 "EC PRIVATE KEY line"),
                                 "not a PEM private key: empty body",
                                 "not a PEM private key: holds a NUL byte",
                                 "not a PEM private key: its body is not base64 (an encrypted key, or headers)",

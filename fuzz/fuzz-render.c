@@ -73,12 +73,16 @@ static bool key_ok(bool passwd, const unsigned char *k, size_t n) {
 }
 
 static bool value_ok(const unsigned char *v, size_t n) {
+        bool blank = true;
+
         if (!v || n == 0)
                 return false;
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 if (v[i] < 0x20 || v[i] == 0x7f)
                         return false;
-        return true;
+                blank &= v[i] == ' ';
+        }
+        return !blank; /* postmap rejects a line whose value is only spaces */
 }
 
 static unsigned char lower(unsigned char c) {

@@ -70,8 +70,10 @@ const char *render_check_row(enum map_format format, const struct db_row *row) {
                 return "value is NULL";
         if (row->value_len == 0)
                 return "value is empty";
+        /* A value that starts with a space may be nothing but spaces: the
+         * byte loop below decides. */
         if (all_clean(row->key, row->key_len, 0x21, format == MAP_FORMAT_PASSWD ? ':' : 0) && row->key[0] != '#' &&
-            all_clean(row->value, row->value_len, 0x20, 0))
+            row->value[0] != ' ' && all_clean(row->value, row->value_len, 0x20, 0))
                 return NULL;
         /* Something is wrong: the byte loops name the first problem. */
         for (size_t i = 0; i < row->key_len; i++) {

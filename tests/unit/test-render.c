@@ -86,6 +86,13 @@ static const struct check_case check_cases[] = {
         {NULL, 0, NULL, 0, false, false, "NULL"},
         {K(""), K("v"), false, false, "key is empty"},
         {K("x"), K(""), false, false, "value is empty"},
+        /* Only spaces, short and longer than one word of the fast check. */
+        {K("x"), K(" "), false, false, "value is only white space"},
+        {K("x"), K("   "), false, false, "value is only white space"},
+        {K("x"), K("                    "), false, false, "value is only white space"},
+        {K("x"), K(" a"), true, true, NULL},
+        {K("x"), K("a "), true, true, NULL},
+        {K("x"), K("          a"), true, true, NULL},
 };
 #undef K
 
