@@ -6,7 +6,6 @@ grandchildren of its hooks."""
 
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import time
