@@ -4,7 +4,8 @@
 #include "config.h"
 
 /* Opens the database, prepares every query, checks every output directory
- * and the state directory. Prints each problem as "FILE:LINE: message" on
+ * and the state directory. Prints each problem as "FILE:LINE: message" (or
+ * "FILE: message" for a default value, which has no line) on
  * stderr. Returns the exit status: 0, or 1. */
 int check_run(const struct config *c);
 

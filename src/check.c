@@ -20,7 +20,10 @@ static unsigned problem(const struct config *c, unsigned line, const char *fmt, 
 static unsigned problem(const struct config *c, unsigned line, const char *fmt, ...) {
         va_list ap;
 
-        fprintf(stderr, "%s:%u: ", c->path, line);
+        if (line)
+                fprintf(stderr, "%s:%u: ", c->path, line);
+        else /* a default value: no line to name */
+                fprintf(stderr, "%s: ", c->path);
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
@@ -69,7 +72,7 @@ int check_run(const struct config *c) {
 
         r = db_open_config(c, &db, &msg);
         if (r < 0)
-                n += problem(c, 0, "database %s: %s", c->db_path, msg);
+                n += problem(c, c->db_path_line, "database %s: %s", c->db_path, msg);
 
         for (size_t i = 0; i < c->n_maps; i++) {
                 const struct map_config *m = &c->maps[i];
@@ -119,10 +122,10 @@ int check_run(const struct config *c) {
                                      c->api.listen, why);
         }
         if (access(c->state_dir, F_OK) == 0 && (why = dir_problem(c->state_dir)))
-                n += problem(c, 0, "state_dir %s: %s", c->state_dir, why);
+                n += problem(c, c->state_dir_line, "state_dir %s: %s", c->state_dir, why);
         else if (stat(c->state_dir, &st) == 0 &&
                  ((st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & (S_IWGRP | S_IWOTH))))
-                n += problem(c, 0,
+                n += problem(c, c->state_dir_line,
                              "state_dir %s is writable by others than its owner, or not owned by root or this "
                              "user: mapsyncd will not use it",
                              c->state_dir);

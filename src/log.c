@@ -10,6 +10,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+/* Without it, sd_journal_sendv adds CODE_FILE, CODE_LINE and CODE_FUNC of
+ * the one call below (journal_send in log.c) to every record: a location
+ * that never names the code that logged. */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
 static int max_level = LOG_INFO;

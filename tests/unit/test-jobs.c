@@ -435,6 +435,7 @@ static void test_load_corruption(void) {
                 struct loop_capture cap;
                 char *log;
 
+                REQUIRE(big);
                 memcpy(big, "map ", 4);
                 memset(big + 4, 'x', n);
                 memcpy(big + 4 + n, "\nmap b\n", 8);
