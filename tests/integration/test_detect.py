@@ -61,21 +61,88 @@ def commit(db, sql, params=(), journal=None, timeout=30):
         c.close()
 
 
-def switch_journal(db, mode, timeout=20):
+# How long one of mapsyncd's cycles may keep the database open on a loaded
+# machine (a correctness bound: a cycle lasts milliseconds, but in rollback
+# mode SQLite's busy handler may wait for a writer's lock).
+CYCLE_BOUND_S = 30.0
+
+
+def held_by(pid, db):
+    """The files of database db (main, -wal, -shm, -journal) that process
+    pid has open: mapsyncd has them open only during a cycle."""
+    real = os.path.realpath(db)
+    names = {real + s for s in ("", "-wal", "-shm", "-journal")}
+    held = []
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return held
+    for fd in fds:
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.removesuffix(" (deleted)") in names:
+            held.append(target)
+    return held
+
+
+def locks_on(db):
+    """The lines of /proc/locks on db's files (pid, range), for messages."""
+    inodes = set()
+    for s in ("", "-wal", "-shm", "-journal"):
+        try:
+            inodes.add(os.stat(db + s).st_ino)
+        except OSError:
+            pass
+    lines = []
+    with open("/proc/locks") as f:
+        for line in f:
+            parts = line.split()
+            dev_ino = next((p for p in parts if p.count(":") == 2), "")
+            if dev_ino and int(dev_ino.rsplit(":", 1)[1]) in inodes:
+                lines.append(line.strip())
+    return lines
+
+
+def switch_journal(db, mode, daemon=None):
     """PRAGMA journal_mode = mode as a panel does it: leaving WAL needs the
     only connection, and SQLite does not wait for it (no busy handler), so
-    a switch that meets one of mapsyncd's cycles is tried again."""
-    end = time.monotonic() + timeout
+    a switch that meets one of mapsyncd's cycles is tried again. With
+    daemon, a "locked" try is explained: mapsyncd had the database open (a
+    cycle), and the next try comes once it has closed it, which it must do
+    within CYCLE_BOUND_S; a switch refused while mapsyncd held nothing is
+    tried again at once, but not forever. Without daemon (a file nobody
+    watches) every try must succeed."""
+    unexplained = []
+    tries, end = 0, time.monotonic() + 2 * CYCLE_BOUND_S
     while True:
+        tries += 1
+        if daemon is not None and time.monotonic() > end:
+            raise AssertionError("PRAGMA journal_mode = %s: %d tries in %.0f s met one of mapsyncd's cycles each"
+                                 % (mode, tries - 1, 2 * CYCLE_BOUND_S))
         c = sqlite3.connect(db, timeout=5, isolation_level=None)
         try:
             return c.execute("PRAGMA journal_mode = %s" % mode).fetchone()[0]
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > end:
+            if "locked" not in str(e) or daemon is None:
                 raise
+            held = held_by(daemon.pid, db)
+            locks = locks_on(db)
         finally:
             c.close()
-        time.sleep(0.05)
+        if held:
+            unexplained = []
+            wait_for(lambda: not held_by(daemon.pid, db), CYCLE_BOUND_S, interval=0.002,
+                     what="mapsyncd (pid %d) to close the database after its cycle (it must hold nothing "
+                     "between cycles); it holds %s; locks: %s" % (daemon.pid, held, locks))
+        else:
+            # The cycle ended between the try and the look.
+            unexplained.append(locks)
+            if len(unexplained) >= 20:
+                raise sqlite3.OperationalError(
+                    "PRAGMA journal_mode = %s: database is locked %d times in a row while mapsyncd (pid %d) held "
+                    "none of its files; locks at each: %s" % (mode, len(unexplained), daemon.pid, unexplained))
 
 
 def account_line(text, email):
@@ -658,7 +725,7 @@ class Randomized(Base):
                 subprocess.run([sys.executable, "-c", code, db, sql], check=True, timeout=60,
                                env=dict(os.environ, **env))
             else:
-                switch_journal(db, j)
+                switch_journal(db, j, d)
                 commit(db, sql)
             log.append(label)
 
@@ -711,8 +778,8 @@ class Randomized(Base):
             if rng.random() < 0.15:
                 journal = "delete" if journal == "wal" else "wal"
                 try:
-                    self.assertEqual(switch_journal(db, journal), journal)
-                except sqlite3.OperationalError as e:
+                    self.assertEqual(switch_journal(db, journal, d), journal)
+                except (sqlite3.OperationalError, AssertionError) as e:
                     raise AssertionError("DETECT_RANDOM_SEED=%d, step %d, switching to %s after: %s: %s\n%s"
                                          % (seed, step, journal, ", ".join(log[-8:]), e, "\n".join(d.log()[-30:])))
                 log.append("journal " + journal)
