@@ -78,10 +78,24 @@ static void test_cmp_value_matches_sqlite(void) {
                 rows[i].value = t == SQLITE_NULL ? NULL : sqlite3_column_text(st[i], 0);
                 rows[i].value_len = (size_t)sqlite3_column_bytes(st[i], 0);
         }
+        /* SQLite compares an integer with a real through long double where
+         * it is wider than double (x86-64: 80 bits). Valgrind computes long
+         * double as double, which makes SQLite's own answer for integers
+         * past 2^53 against reals wrong: those pairs are not judged there. */
+        volatile int64_t big = 9007199254740993LL;
+        volatile long double big_ld = (long double)big, pow53 = 9007199254740992.0;
+        bool wide_long_double = big_ld != pow53;
         for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < n; j++) {
                         _cleanup_free_ char *sql = NULL;
                         sqlite3_stmt *q = NULL;
+                        bool int_real = (rows[i].value_type == DB_INTEGER && rows[j].value_type == DB_REAL) ||
+                                        (rows[i].value_type == DB_REAL && rows[j].value_type == DB_INTEGER);
+                        const struct db_row *ir = rows[i].value_type == DB_INTEGER ? &rows[i] : &rows[j];
+
+                        if (!wide_long_double && int_real &&
+                            (ir->value_int > (1LL << 53) || ir->value_int < -(1LL << 53)))
+                                continue;
                         /* SQLite's own answer, from its sort (a comparison
                          * operator would apply affinities): which of the two
                          * comes first, breaking ties both ways. */
