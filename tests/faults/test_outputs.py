@@ -189,16 +189,13 @@ class Leftovers(Base):
 
 class Unreadable(Base):
     def test_unreadable_current_output_is_an_error(self):
-        shim = os.environ.get("FAIL_OPEN_SHIM")
-        self.assertTrue(shim and os.path.exists(shim), "FAIL_OPEN_SHIM not built")
         self.env.write_config()
         self.assertEqual(self.env.run("--once").returncode, 0)
         os.unlink(self.env.hook_log)
         self.env.sql("UPDATE email_accounts SET quota = quota + 1 WHERE id = 1")
         for err, name in ((13, "Permission denied"), (24, "Too many open files"), (5, "Input/output error")):
             before = os.stat(self.env.output("vmailbox"))
-            env = {"LD_PRELOAD": shim, "FAIL_OPEN_NAME": "vmailbox", "FAIL_OPEN_ERRNO": str(err),
-                   "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+            env = harness.preload_env("FAIL_OPEN_SHIM", FAIL_OPEN_NAME="vmailbox", FAIL_OPEN_ERRNO=err)
             r = self.env.run("--once", env=env)
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("vmailbox: Could not read the current %s: %s; kept it as it was"

@@ -69,6 +69,19 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def preload_env(variable, **settings):
+    """The environment for a mapsyncd (or writer) with the LD_PRELOAD shim
+    whose path the build passes in `variable`, with the shim's own settings.
+    Under AddressSanitizer the shim comes before the sanitizer's runtime in
+    the library list, which the runtime refuses unless told not to check."""
+    shim = os.environ.get(variable)
+    if not shim or not os.path.exists(shim):
+        raise AssertionError("%s not built" % variable)
+    env = {"LD_PRELOAD": shim, "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    env.update({k: str(v) for k, v in settings.items()})
+    return env
+
+
 def read(path, mode="r"):
     with open(path, mode) as f:
         return f.read()

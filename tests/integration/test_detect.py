@@ -40,14 +40,7 @@ BOUND_ROLLBACK_S = 6.0
 
 
 def shim_env(mode, **extra):
-    shim = os.environ.get("NO_INOTIFY_SHIM")
-    if not shim or not os.path.exists(shim):
-        raise AssertionError("NO_INOTIFY_SHIM not built")
-    e = {"LD_PRELOAD": shim, "NO_INOTIFY": mode,
-         # Under AddressSanitizer the shim comes before its runtime.
-         "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
-    e.update(extra)
-    return e
+    return harness.preload_env("NO_INOTIFY_SHIM", NO_INOTIFY=mode, **extra)
 
 
 def commit(db, sql, params=(), journal=None, timeout=30):
@@ -221,9 +214,7 @@ class SlowCommits(Base):
         self.wait_maps(want, d, timeout=20 + len(ids))
 
     def slow_writer(self, fsync_ms, synchronous=None):
-        shim = os.environ.get("SLOW_FSYNC_SHIM")
-        self.assertTrue(shim and os.path.exists(shim), "SLOW_FSYNC_SHIM not built")
-        env = {"LD_PRELOAD": shim, "SLOW_FSYNC_MS": str(fsync_ms)} if fsync_ms else {}
+        env = harness.preload_env("SLOW_FSYNC_SHIM", SLOW_FSYNC_MS=fsync_ms) if fsync_ms else {}
         w = harness.Writer(self.env.db, env=env)
         self.writers.append(w)
         if synchronous:
@@ -711,7 +702,6 @@ class Randomized(Base):
         d = self.start(sync={"debounce_ms": str(debounce), "max_delay_ms": "1000"})
         db = self.env.db
         ids = shadow.active_account_ids(30)
-        slow = os.environ.get("SLOW_FSYNC_SHIM")
         journal = "wal"
         log = []
 
@@ -765,7 +755,8 @@ class Randomized(Base):
 
         ops = [
             (4, lambda: update("commit " + journal, journal)),
-            (1, lambda: update("slow commit", env={"LD_PRELOAD": slow, "SLOW_FSYNC_MS": str(rng.choice((50, 400, 1200)))})),
+            (1, lambda: update("slow commit", env=harness.preload_env(
+                "SLOW_FSYNC_SHIM", SLOW_FSYNC_MS=rng.choice((50, 400, 1200))))),
             (1, lambda: (commit(db, "PRAGMA wal_checkpoint(%s)" % rng.choice(("PASSIVE", "TRUNCATE"))),
                          log.append("checkpoint"))),
             (1, lambda: (commit(db, "VACUUM"), log.append("vacuum"))),

@@ -27,8 +27,6 @@ import harness  # noqa: E402
 from harness import read, wait_for  # noqa: E402
 
 gendb = harness.gendb
-SHIM = os.environ.get("SLOW_RENAME_SHIM", os.path.join(harness.SRC, "build", "tests", "integration",
-                                                       "libslow-rename.so"))
 KEY_OWNER = "opendkim"  # tools/install-deps test installs opendkim, which makes the user
 
 
@@ -396,7 +394,8 @@ class TestKilledMidUpdate(FilesTestCase):
     def killed_run(self, at_least):
         """--once with every rename and unlink in the key directory slowed;
         SIGKILLed once `at_least(listing)` holds."""
-        env = dict(os.environ, LD_PRELOAD=SHIM, SLOW_RENAME_MS="60", SLOW_RENAME_DIR="/opendkim/keys")
+        env = dict(os.environ, **harness.preload_env("SLOW_RENAME_SHIM", SLOW_RENAME_MS=60,
+                                                     SLOW_RENAME_DIR="/opendkim/keys"))
         env.pop("NOTIFY_SOCKET", None)
         p = subprocess.Popen(harness.WRAPPER + [harness.MAPSYNCD, "-c", self.env.conf, "--once"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

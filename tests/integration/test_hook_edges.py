@@ -193,11 +193,8 @@ class Ordering(Base):
 class OwedAfterInstall(Base):
 
     def test_failed_replace_owes_nothing(self):
-        shim = os.environ.get("FAIL_RENAME_SHIM")
-        self.assertTrue(shim and os.path.exists(shim), "FAIL_RENAME_SHIM not built")
         flag = self.record("fail-rename")
-        env = {"LD_PRELOAD": shim, "FAIL_RENAME": "vmailbox", "FAIL_RENAME_FLAG": flag,
-               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+        env = harness.preload_env("FAIL_RENAME_SHIM", FAIL_RENAME="vmailbox", FAIL_RENAME_FLAG=flag)
         self.env.write_config(self.config())
         d = self.daemon(extra_env=env)
         d.wait_ready()

@@ -13,9 +13,7 @@ class SlowCommit(harness.DaemonTestCase):
 
     def check(self, debounce_ms, fsync_ms):
         self.start(sync={"debounce_ms": str(debounce_ms)})
-        shim = os.environ.get("SLOW_FSYNC_SHIM")
-        self.assertTrue(shim and os.path.exists(shim), "SLOW_FSYNC_SHIM not built")
-        w = harness.Writer(self.env.db, env={"LD_PRELOAD": shim, "SLOW_FSYNC_MS": str(fsync_ms)})
+        w = harness.Writer(self.env.db, env=harness.preload_env("SLOW_FSYNC_SHIM", SLOW_FSYNC_MS=fsync_ms))
         self.writers.append(w)
         g = harness.gendb
         t0, t1 = w.execute(("UPDATE email_accounts SET password = ? WHERE email = ?",
