@@ -128,6 +128,19 @@ int db_wal_pos(struct db *db, struct wal_pos *ret);
 int db_wal_pages_between(struct db *db, const struct wal_pos *from, const struct wal_pos *to, size_t max_pages,
                          uint32_t **pages, size_t *n_pages);
 
+struct wal_frames;
+
+/* In the current snapshot, pinned at pos: owner[i] (malloc'd) names the
+ * table whose b-tree holds pages[i], found by descent from the tables'
+ * roots (btree.h), or is NULL when not found so (an index, overflow or
+ * freelist page). Pages are read through the connection's own handles:
+ * from the -wal frame frames (brought to pos first, kept by the caller
+ * across cycles) names, else from the database file. -ESTALE when the WAL
+ * is not of pos's generation or was reset under the reads, -E2BIG past
+ * max_frames frames, -EOPNOTSUPP, -EIO, -ENOMEM. */
+int db_page_owners(struct db *db, struct wal_frames *frames, const struct wal_pos *pos, size_t max_frames,
+                   const uint32_t *pages, size_t n_pages, char **owner);
+
 /* In the current snapshot: hit[i] says whether the b-tree of table
  * tables[i] holds one of pages[] (sorted, n_pages of them), by the dbstat
  * virtual table. */

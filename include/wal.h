@@ -44,3 +44,38 @@ bool wal_pos_equal(const struct wal_pos *a, const struct wal_pos *b);
  * max_pages pages; -EIO, -ENOMEM. */
 int wal_pages_between(wal_read_fn read_at, void *userdata, const struct wal_pos *from, const struct wal_pos *to,
                       size_t max_pages, uint32_t **pages, size_t *n_pages);
+
+/* The last frame of each page among frames 1..mx_frame of one WAL
+ * generation: where a snapshot pinned at that position finds the pages the
+ * WAL holds (the others are in the database file). Frames of a generation
+ * are never rewritten, so the index grows with the WAL (wal_frames_update)
+ * and starts again at a reset. */
+struct wal_frames {
+        uint8_t salt[8];
+        uint32_t page_size;
+        uint32_t mx_frame;  /* frames 1..mx_frame are in the index */
+        uint8_t header[32]; /* the WAL header the index was read under */
+        uint32_t *slots;    /* open addressing: page, frame pairs */
+        size_t cap;         /* slots hold cap pairs; a power of 2 */
+        size_t n;
+};
+
+/* Brings f to pos: reads the frame headers after f->mx_frame (all of them
+ * when f is of another generation or empty). -ESTALE when the WAL is not
+ * of pos's generation (header or a frame), -E2BIG beyond max_frames
+ * frames (f is emptied), -EIO, -ENOMEM. */
+int wal_frames_update(struct wal_frames *f, wal_read_fn read_at, void *userdata, const struct wal_pos *pos,
+                      size_t max_frames);
+
+/* The last frame (1-based) that writes page, 0 when none. */
+uint32_t wal_frames_find(const struct wal_frames *f, uint32_t page);
+
+/* Offset in -wal of the page data of frame. */
+uint64_t wal_frame_data_offset(uint32_t page_size, uint32_t frame);
+
+/* Whether the WAL header is still the one f was read under: a reset
+ * rewrites it before any frame is overwritten, so reads of frames made
+ * before this returns true were of f's generation. 0, -ESTALE, -EIO. */
+int wal_frames_check(const struct wal_frames *f, wal_read_fn read_at, void *userdata);
+
+void wal_frames_done(struct wal_frames *f);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "btree.h"
 #include "config.h"
 #include "db-pg.h"
 #include "util.h"
@@ -521,6 +522,112 @@ int db_wal_pages_between(struct db *db, const struct wal_pos *from, const struct
             !f->pMethods)
                 return -EOPNOTSUPP;
         return wal_pages_between(wal_read, f, from, to, max_pages, pages, n_pages);
+}
+
+struct page_reader {
+        sqlite3_file *main, *wal;
+        const struct wal_frames *frames;
+        uint32_t page_size;
+};
+
+static int read_page(void *userdata, uint32_t pgno, uint8_t *buf) {
+        struct page_reader *pr = userdata;
+        uint32_t frame = wal_frames_find(pr->frames, pgno);
+        int rc;
+
+        if (pgno == 0)
+                return -EINVAL;
+        if (frame)
+                rc = pr->wal->pMethods->xRead(pr->wal, buf, (int)pr->page_size,
+                                              (sqlite3_int64)wal_frame_data_offset(pr->page_size, frame));
+        else
+                rc = pr->main->pMethods->xRead(pr->main, buf, (int)pr->page_size,
+                                               (sqlite3_int64)(pgno - 1) * pr->page_size);
+        return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+int db_page_owners(struct db *db, struct wal_frames *frames, const struct wal_pos *pos, size_t max_frames,
+                   const uint32_t *pages, size_t n_pages, char **owner) {
+        struct page_reader pr = {.frames = frames, .page_size = pos->page_size};
+        _cleanup_free_ uint8_t *first = NULL;
+        _cleanup_free_ uint32_t *roots = NULL;
+        char **names = NULL;
+        size_t n_roots = 0;
+        sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        for (size_t i = 0; i < n_pages; i++)
+                owner[i] = NULL;
+        if (db->pg || sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_FILE_POINTER, &pr.main) != SQLITE_OK ||
+            !pr.main || !pr.main->pMethods ||
+            sqlite3_file_control(db->handle, "main", SQLITE_FCNTL_JOURNAL_POINTER, &pr.wal) != SQLITE_OK || !pr.wal ||
+            !pr.wal->pMethods)
+                return -EOPNOTSUPP;
+        r = wal_frames_update(frames, wal_read, pr.wal, pos, max_frames);
+        if (r < 0)
+                return r;
+        /* The tables' roots as the snapshot has them; sqlite_schema's is 1. */
+        rc = sqlite3_prepare_v2(db->handle,
+                                "SELECT name, rootpage FROM main.sqlite_schema WHERE type = 'table' AND rootpage > 0",
+                                -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return fail(db, rc);
+        r = -ENOMEM;
+        for (rc = SQLITE_ROW; rc == SQLITE_ROW;) {
+                const char *name = n_roots == 0 ? "sqlite_schema" : (const char *)sqlite3_column_text(st, 0);
+                uint32_t *nr = reallocarray(roots, n_roots + 1, sizeof(*nr));
+                char **nn = nr ? reallocarray(names, n_roots + 1, sizeof(*nn)) : NULL;
+                if (nr)
+                        roots = nr;
+                if (nn)
+                        names = nn;
+                if (!nr || !nn || !name || !(names[n_roots] = strdup(name)))
+                        goto out;
+                roots[n_roots] = n_roots == 0 ? 1 : (uint32_t)sqlite3_column_int64(st, 1);
+                n_roots++;
+                rc = sqlite3_step(st);
+        }
+        if (rc != SQLITE_DONE) {
+                r = fail(db, rc);
+                goto out;
+        }
+        /* The usable size: the page size less the reserved bytes (byte 20
+         * of the database header). */
+        first = malloc(pos->page_size);
+        if (!first)
+                goto out;
+        r = read_page(&pr, 1, first);
+        if (r < 0)
+                goto out;
+        {
+                struct btree_db b = {.read = read_page,
+                                     .userdata = &pr,
+                                     .page_size = pos->page_size,
+                                     .usable_size = pos->page_size - first[20]};
+                for (size_t i = 0; i < n_pages; i++) {
+                        long o;
+                        r = btree_owner(&b, roots, n_roots, pages[i], &o);
+                        if (r < 0)
+                                goto out;
+                        if (o >= 0 && !(owner[i] = strdup(names[o]))) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+        }
+        /* Every page read was of pos's generation. */
+        r = wal_frames_check(frames, wal_read, pr.wal);
+out:
+        sqlite3_finalize(st);
+        for (size_t i = 0; i < n_roots; i++)
+                free(names[i]);
+        free(names);
+        if (r < 0)
+                for (size_t i = 0; i < n_pages; i++) {
+                        free(owner[i]);
+                        owner[i] = NULL;
+                }
+        return r;
 }
 
 int db_tables_with_pages(struct db *db, const char *const *tables, size_t n_tables, const uint32_t *pages,

@@ -15,6 +15,11 @@
  * rendered (the page list goes into one dbstat query). */
 #define SYNC_MAX_CHANGED_PAGES 4096
 
+/* Beyond this many frames in the WAL, written pages are not traced to
+ * their tables by descent (the frame index would hold them all), only by
+ * dbstat. */
+#define SYNC_MAX_WAL_FRAMES 65536
+
 /* What the cycles on one connection learnt about each map. */
 struct sync_memo_map {
         char *name, *query, *output;
@@ -38,6 +43,7 @@ struct sync_memo {
          * WAL position (wal.h). */
         bool have_pos;
         struct wal_pos pos;
+        struct wal_frames frames; /* where pages are in the -wal, kept across cycles */
         int64_t schema_version;
         size_t n_maps;
         struct sync_memo_map *maps;
@@ -64,6 +70,7 @@ static void memo_free(void *p) {
                 memo_map_forget_tables(&memo->maps[i]);
         }
         free(memo->maps);
+        wal_frames_done(&memo->frames);
         free(memo);
 }
 
@@ -382,8 +389,10 @@ static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *me
         const struct config *c = cy->config;
         _cleanup_free_ uint32_t *pages = NULL;
         _cleanup_free_ const char **tables = NULL;
-        _cleanup_free_ bool *hit = NULL;
-        size_t n_pages = 0, n_tables = 0;
+        _cleanup_free_ bool *hit = NULL, *hit_dbstat = NULL;
+        _cleanup_free_ char **owner = NULL;
+        _cleanup_free_ uint32_t *unresolved = NULL;
+        size_t n_pages = 0, n_tables = 0, n_unresolved = 0;
         int64_t schema;
         int r;
 
@@ -430,8 +439,33 @@ static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *me
                 }
         }
         hit = calloc(n_tables ? n_tables : 1, sizeof(*hit));
-        if (!tables || !hit || db_tables_with_pages(db, tables, n_tables, pages, n_pages, hit) < 0)
+        hit_dbstat = calloc(n_tables ? n_tables : 1, sizeof(*hit_dbstat));
+        owner = calloc(n_pages ? n_pages : 1, sizeof(*owner));
+        unresolved = calloc(n_pages ? n_pages : 1, sizeof(*unresolved));
+        if (!tables || !hit || !hit_dbstat || !owner || !unresolved)
                 return;
+        /* Each page's table by descent from the roots; those not found
+         * so (index, overflow, freelist pages) by dbstat, which walks the
+         * b-trees of the tables the skippable maps read. */
+        if (db_page_owners(db, &memo->frames, pos, SYNC_MAX_WAL_FRAMES, pages, n_pages, owner) < 0)
+                for (size_t p = 0; p < n_pages; p++)
+                        owner[p] = NULL;
+        for (size_t p = 0; p < n_pages; p++) {
+                if (!owner[p]) {
+                        unresolved[n_unresolved++] = pages[p];
+                        continue;
+                }
+                for (size_t t = 0; t < n_tables; t++)
+                        if (strcmp(tables[t], owner[p]) == 0)
+                                hit[t] = true;
+                free(owner[p]);
+        }
+        if (n_unresolved > 0) {
+                if (db_tables_with_pages(db, tables, n_tables, unresolved, n_unresolved, hit_dbstat) < 0)
+                        return;
+                for (size_t t = 0; t < n_tables; t++)
+                        hit[t] |= hit_dbstat[t];
+        }
         for (size_t i = 0; i < c->n_maps; i++) {
                 const struct sync_memo_map *mm = &memo->maps[i];
                 bool changed = !mm->fresh || !mm->tables_known;
@@ -441,7 +475,10 @@ static void plan_maps(struct sync_cycle *cy, struct db *db, struct sync_memo *me
                 plan[i] = changed;
         }
         {
-                size_t n = (size_t)snprintf(why, why_size, "%zu pages written; tables changed:", n_pages);
+                size_t n = (size_t)snprintf(why, why_size,
+                                            "%zu pages written (%zu traced to a table, %zu by dbstat); "
+                                            "tables changed:",
+                                            n_pages, n_pages - n_unresolved, n_unresolved);
                 bool any = false;
                 for (size_t t = 0; t < n_tables && n < why_size; t++)
                         if (hit[t]) {

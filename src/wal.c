@@ -121,3 +121,111 @@ int wal_pages_between(wal_read_fn read_at, void *userdata, const struct wal_pos 
 out:
         return r;
 }
+
+uint64_t wal_frame_data_offset(uint32_t page_size, uint32_t frame) {
+        return WAL_HDR_SIZE + (uint64_t)(frame - 1) * (FRAME_HDR_SIZE + (uint64_t)page_size) + FRAME_HDR_SIZE;
+}
+
+void wal_frames_done(struct wal_frames *f) {
+        free(f->slots);
+        *f = (struct wal_frames){};
+}
+
+static size_t slot_of(uint32_t page, size_t cap) {
+        /* Fibonacci hashing; cap is a power of 2. */
+        return (size_t)((page * 2654435769u) & (uint32_t)(cap - 1));
+}
+
+static int frames_put(struct wal_frames *f, uint32_t page, uint32_t frame) {
+        size_t i;
+
+        if ((f->n + 1) * 4 > f->cap * 3) {
+                size_t cap = f->cap ? 2 * f->cap : 256;
+                uint32_t *slots = calloc(cap, 2 * sizeof(uint32_t));
+                if (!slots)
+                        return -ENOMEM;
+                for (size_t k = 0; k < f->cap; k++) {
+                        uint32_t p = f->slots[2 * k];
+                        if (!p)
+                                continue;
+                        for (i = slot_of(p, cap); slots[2 * i]; i = (i + 1) & (cap - 1))
+                                ;
+                        slots[2 * i] = p;
+                        slots[2 * i + 1] = f->slots[2 * k + 1];
+                }
+                free(f->slots);
+                f->slots = slots;
+                f->cap = cap;
+        }
+        for (i = slot_of(page, f->cap); f->slots[2 * i] && f->slots[2 * i] != page; i = (i + 1) & (f->cap - 1))
+                ;
+        if (!f->slots[2 * i])
+                f->n++;
+        f->slots[2 * i] = page;
+        f->slots[2 * i + 1] = frame;
+        return 0;
+}
+
+uint32_t wal_frames_find(const struct wal_frames *f, uint32_t page) {
+        if (!f->cap || !page)
+                return 0;
+        for (size_t i = slot_of(page, f->cap); f->slots[2 * i]; i = (i + 1) & (f->cap - 1))
+                if (f->slots[2 * i] == page)
+                        return f->slots[2 * i + 1];
+        return 0;
+}
+
+int wal_frames_update(struct wal_frames *f, wal_read_fn read_at, void *userdata, const struct wal_pos *pos,
+                      size_t max_frames) {
+        uint8_t hdr[WAL_HDR_SIZE], fh[FRAME_HDR_SIZE];
+        uint32_t magic;
+        int r;
+
+        if (pos->page_size < 512)
+                return -ESTALE;
+        if (pos->mx_frame > max_frames) {
+                wal_frames_done(f);
+                return -E2BIG;
+        }
+        r = read_at(userdata, hdr, sizeof(hdr), 0);
+        if (r < 0)
+                return r;
+        magic = get_be32(hdr);
+        if ((magic != 0x377f0682 && magic != 0x377f0683) || get_be32(hdr + 8) != pos->page_size ||
+            memcmp(hdr + 16, pos->salt, 8) != 0)
+                return -ESTALE;
+        /* Another generation, or behind what f holds: from the start. */
+        if (memcmp(f->salt, pos->salt, 8) != 0 || f->page_size != pos->page_size || f->mx_frame > pos->mx_frame ||
+            memcmp(f->header, hdr, sizeof(hdr)) != 0) {
+                wal_frames_done(f);
+                memcpy(f->salt, pos->salt, 8);
+                f->page_size = pos->page_size;
+                memcpy(f->header, hdr, sizeof(hdr));
+        }
+        for (uint32_t fr = f->mx_frame + 1; fr <= pos->mx_frame; fr++) {
+                r = read_at(userdata, fh, sizeof(fh), wal_frame_data_offset(pos->page_size, fr) - FRAME_HDR_SIZE);
+                if (r < 0)
+                        goto fail;
+                if (memcmp(fh + 8, pos->salt, 8) != 0 || get_be32(fh) == 0) {
+                        r = -ESTALE;
+                        goto fail;
+                }
+                r = frames_put(f, get_be32(fh), fr);
+                if (r < 0)
+                        goto fail;
+                f->mx_frame = fr;
+        }
+        return wal_frames_check(f, read_at, userdata);
+fail:
+        wal_frames_done(f);
+        return r;
+}
+
+int wal_frames_check(const struct wal_frames *f, wal_read_fn read_at, void *userdata) {
+        uint8_t hdr[WAL_HDR_SIZE];
+        int r = read_at(userdata, hdr, sizeof(hdr), 0);
+
+        if (r < 0)
+                return r;
+        return memcmp(hdr, f->header, sizeof(hdr)) == 0 ? 0 : -ESTALE;
+}

@@ -160,6 +160,13 @@ class ChangedMapsOnly(harness.DaemonTestCase):
         self.assertGreater(full, 3, reasons)
         self.assertIn("every map (schema changed)", reasons)
         self.assertIn("every map (WAL reset since the last cycle)", reasons)
+        # The written pages were traced to their tables by descent from the
+        # roots, those of no table's b-tree (index, overflow, freelist
+        # pages) by dbstat: both ways were taken.
+        traced = re.compile(r"pages written \((\d+) traced to a table, (\d+) by dbstat\)")
+        ways = [tuple(int(x) for x in m.groups()) for m in (traced.search(w) for n, t, w in renderings) if m]
+        self.assertGreater(len([1 for t, s in ways if t > 0 and s == 0]), 10, ways)
+        self.assertGreater(len([1 for t, s in ways if s > 0]), 0, ways)
 
     def last_cycle_deferred(self, d):
         log = d.log()

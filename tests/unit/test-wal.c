@@ -174,9 +174,157 @@ static void test_real_wal(void) {
         test_rm_rf(dir);
 }
 
+/* The frame index: the last frame of each page, grown by the frames a
+ * position adds, started again at another generation or header. */
+static void test_frames(void) {
+        const uint8_t salt[8] = {1, 2, 3, 4, 5, 6, 7, 8}, other[8] = {9, 2, 3, 4, 5, 6, 7, 8};
+        uint32_t pgnos[600];
+        struct image im;
+        struct wal_frames f = {};
+        struct wal_pos pos = {.page_size = PAGE};
+
+        for (uint32_t i = 0; i < 600; i++)
+                pgnos[i] = 1 + (i * 7) % 250; /* repeats: the last frame wins */
+        im = make_wal(salt, pgnos, 600);
+        memcpy(pos.salt, salt, 8);
+        pos.mx_frame = 300;
+        REQUIRE_INT(wal_frames_update(&f, image_read, &im, &pos, 1000), 0);
+        CHECK_UINT(f.mx_frame, 300);
+        for (uint32_t page = 1; page <= 260; page++) {
+                uint32_t want = 0;
+                for (uint32_t i = 0; i < 300; i++)
+                        if (pgnos[i] == page)
+                                want = i + 1;
+                if (!CHECK_UINT(wal_frames_find(&f, page), want))
+                        fprintf(stderr, "    page %u\n", page);
+        }
+        CHECK_UINT(wal_frames_find(&f, 0), 0);
+        /* Grown: only the new frames are read. */
+        pos.mx_frame = 600;
+        im.reads = 0;
+        REQUIRE_INT(wal_frames_update(&f, image_read, &im, &pos, 1000), 0);
+        CHECK_INT(im.reads, 300 + 2);
+        for (uint32_t page = 1; page <= 250; page++) {
+                uint32_t want = 0;
+                for (uint32_t i = 0; i < 600; i++)
+                        if (pgnos[i] == page)
+                                want = i + 1;
+                CHECK_UINT(wal_frames_find(&f, page), want);
+        }
+        CHECK_INT(wal_frames_check(&f, image_read, &im), 0);
+        CHECK_UINT(wal_frame_data_offset(PAGE, 1), 32 + 24);
+        CHECK_UINT(wal_frame_data_offset(PAGE, 3), 32 + 2 * (24 + PAGE) + 24);
+        /* Too many frames: nothing kept. */
+        CHECK_INT(wal_frames_update(&f, image_read, &im, &pos, 599), -E2BIG);
+        CHECK_UINT(f.n, 0);
+        CHECK_UINT(wal_frames_find(&f, pgnos[0]), 0);
+        /* The WAL reset under the index: its header has other salts. */
+        REQUIRE_INT(wal_frames_update(&f, image_read, &im, &pos, 1000), 0);
+        memcpy(im.bytes + 16, other, 8);
+        CHECK_INT(wal_frames_check(&f, image_read, &im), -ESTALE);
+        CHECK_INT(wal_frames_update(&f, image_read, &im, &pos, 1000), -ESTALE);
+        /* A position of the new generation: read from the start. */
+        memcpy(pos.salt, other, 8);
+        pos.mx_frame = 10;
+        CHECK_INT(wal_frames_update(&f, image_read, &im, &pos, 1000), -ESTALE); /* frames still carry the old salt */
+        CHECK_UINT(f.n, 0);
+        for (uint32_t i = 0; i < 10; i++)
+                memcpy(im.bytes + 32 + i * (24 + PAGE) + 8, other, 8);
+        REQUIRE_INT(wal_frames_update(&f, image_read, &im, &pos, 1000), 0);
+        CHECK_UINT(f.mx_frame, 10);
+        CHECK_UINT(wal_frames_find(&f, pgnos[3]), 4);
+        CHECK_UINT(wal_frames_find(&f, pgnos[20]), 0);
+        wal_frames_done(&f);
+        free(im.bytes);
+}
+
+/* db_page_owners on a WAL database SQLite writes here, against dbstat in
+ * the same state: pages in the -wal and in the file, every page of a
+ * table's b-tree named, none other. */
+static void test_real_owners(void) {
+        _cleanup_free_ char *dir = test_mkdtemp(), *path = NULL;
+        sqlite3 *w = NULL;
+        sqlite3_stmt *st;
+        struct db *db = NULL;
+        struct wal_pos pos;
+        struct wal_frames f = {};
+        const char *msg;
+        uint32_t n_pages = 0, *pages, named = 0, table_pages = 0;
+        char **owner, **want;
+
+        REQUIRE(asprintf(&path, "%s/owners.sqlite", dir) > 0);
+        REQUIRE(sqlite3_open(path, &w) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(w,
+                             "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;"
+                             "CREATE TABLE a (id INTEGER PRIMARY KEY, s TEXT); CREATE INDEX a_s ON a (s);"
+                             "CREATE TABLE b (id INTEGER PRIMARY KEY, big BLOB);"
+                             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+                             "INSERT INTO a SELECT i, hex(randomblob(12)) FROM n;"
+                             "INSERT INTO b VALUES (1, randomblob(5000));"
+                             "PRAGMA wal_checkpoint(TRUNCATE);"
+                             "UPDATE a SET s = 'changed' WHERE id % 50 = 0; INSERT INTO b VALUES (2, randomblob(3000));"
+                             "DELETE FROM a WHERE id BETWEEN 700 AND 900",
+                             NULL, NULL, NULL) == SQLITE_OK);
+        REQUIRE(sqlite3_prepare_v2(w, "PRAGMA page_count", -1, &st, NULL) == SQLITE_OK);
+        REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+        n_pages = (uint32_t)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        want = calloc(n_pages + 1, sizeof(char *));
+        REQUIRE(sqlite3_prepare_v2(w,
+                                   "SELECT name, pageno FROM dbstat WHERE pagetype IN ('internal', 'leaf') AND name IN "
+                                   "('a', 'b', 'sqlite_schema')",
+                                   -1, &st, NULL) == SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+                uint32_t pg = (uint32_t)sqlite3_column_int64(st, 1);
+                if (pg <= n_pages)
+                        want[pg] = strdup((const char *)sqlite3_column_text(st, 0));
+        }
+        sqlite3_finalize(st);
+
+        REQUIRE_INT(db_open(path, 1000, &db, &msg), 0);
+        REQUIRE_INT(db_begin(db), 0);
+        db_end(db);
+        REQUIRE_INT(db_begin(db), 0);
+        REQUIRE_INT(db_wal_pos(db, &pos), 0);
+        CHECK(pos.mx_frame > 0);
+        pages = calloc(n_pages, sizeof(*pages));
+        owner = calloc(n_pages, sizeof(*owner));
+        for (uint32_t i = 0; i < n_pages; i++)
+                pages[i] = i + 1;
+        REQUIRE_INT(db_page_owners(db, &f, &pos, 100000, pages, n_pages, owner), 0);
+        CHECK(f.n > 10); /* pages read from the -wal too */
+        for (uint32_t i = 0; i < n_pages; i++) {
+                const char *w_name = want[i + 1];
+                table_pages += w_name != NULL;
+                if (w_name && owner[i] && streq(owner[i], w_name))
+                        named++;
+                else if (w_name || owner[i])
+                        fprintf(stderr, "    page %u: dbstat %s, descent %s\n", i + 1, w_name ? w_name : "-",
+                                owner[i] ? owner[i] : "-");
+                free(owner[i]);
+        }
+        CHECK(table_pages > 20);
+        CHECK_UINT(named, table_pages);
+        db_end(db);
+        /* Pages past max_frames are not traced. */
+        CHECK_INT(db_page_owners(db, &f, &pos, 1, pages, 1, owner), -E2BIG);
+        CHECK(owner[0] == NULL);
+        for (uint32_t i = 0; i <= n_pages; i++)
+                free(want[i]);
+        free(want);
+        free(owner);
+        free(pages);
+        wal_frames_done(&f);
+        db_close(db);
+        sqlite3_close(w);
+        test_rm_rf(dir);
+}
+
 int main(void) {
         RUN(test_parse_index);
         RUN(test_pages_between);
         RUN(test_real_wal);
+        RUN(test_frames);
+        RUN(test_real_owners);
         return test_end();
 }
