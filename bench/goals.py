@@ -17,7 +17,8 @@ other on its own copy of the database:
 - mapsyncd before issue 15, the same two;
 - the floor (bench/floor.c: the four queries of conf/mapsyncd.conf stepped
   in one process, rows read and discarded), and the floor with the sorting
-  wrapper (--sorted);
+  wrapper (--sorted), and in key order through the index without a sort
+  (--key-order: the streaming wrapper, the least an ordered export pays);
 - the seed's export (bench/seed-export.sh), plain and durable.
 
 Wall time per run; the median of the rounds is reported. (The peak_rss_kib
@@ -153,6 +154,7 @@ def regen(n, rounds, mapsyncd, before, floor):
         conf = config(db, out)
         add("floor", run([floor, conf])[0])
         add("floor sorted", run([floor, "--sorted", conf])[0])
+        add("floor key order", run([floor, "--key-order", conf])[0])
         for durable in (False, True):
             out = fresh(os.path.join(d, "out-seed"))
             cmd = [os.path.join(ROOT, "bench", "seed-export.sh")] + (["--durable"] if durable else []) + [db, out]

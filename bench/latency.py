@@ -36,6 +36,7 @@ p99, max and mean in ms. Figures are recorded, not asserted.
 
 import argparse
 import json
+import math
 import os
 import platform
 import queue
@@ -57,10 +58,11 @@ import harness  # noqa: E402  (Env: generated database + shipped config with mov
 
 
 def percentile(sorted_values, p):
-    """Nearest-rank percentile."""
+    """Nearest-rank percentile: the smallest value that at least p % of the
+    values do not exceed (rank ceil(p/100 * n))."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100.0 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100.0 * len(sorted_values)) - 1))
     return sorted_values[k]
 
 
