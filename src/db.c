@@ -38,7 +38,6 @@ struct db_query {
         char **reads;
         size_t n_reads;
         bool reads_unknown, reads_oom;
-        bool stream; /* DB_QUERY_STREAM: the row-size bound applied here */
 };
 
 static int errno_from_sqlite(int rc) {
@@ -823,31 +822,24 @@ int db_query_new_mode(struct db *db, const char *sql, enum db_query_mode mode, s
         n = strlen(body);
         while (n > 0 && strchr(" \t\r\n;", body[n - 1]))
                 body[--n] = '\0';
-        /* Sorted: mapsyncd_cap() puts a marker in place of a key or value
-         * over the row-size bound before the sort, so that neither the
-         * sorter nor anything after it copies the value; the order is that
-         * of the capped columns. Streamed: the column's own order (an index
-         * can give it), no sorter, and the bound applied to each row as it
-         * comes (db_query_next): a function call per column would copy
-         * every value once more. */
-        if (mode == DB_QUERY_STREAM
-                    ? asprintf(&wrapped,
-                               "WITH mapsyncd_q(k, v) AS (\n%s\n)\nSELECT k, v FROM mapsyncd_q ORDER BY k COLLATE "
-                               "BINARY",
-                               body) < 0
-                    : asprintf(&wrapped,
-                               "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
-                               "SELECT mapsyncd_cap(k, %llu) AS mapsyncd_k, mapsyncd_cap(v, %llu) AS mapsyncd_v FROM "
-                               "mapsyncd_q ORDER BY lower(mapsyncd_k) COLLATE BINARY, mapsyncd_v COLLATE BINARY",
-                               body, (unsigned long long)db->max_key_bytes,
-                               (unsigned long long)db->max_value_bytes) < 0)
+        /* mapsyncd_cap() puts a marker in place of a key or value over the
+         * row-size bound before the sort: neither the sorter nor anything
+         * after it copies the value. The stream's order is the column's
+         * own (an index can give it); the sorted one that of the capped
+         * columns. */
+        if (asprintf(&wrapped,
+                     "WITH mapsyncd_q(k, v) AS (\n%s\n)\n"
+                     "SELECT mapsyncd_cap(k, %llu) AS mapsyncd_k, mapsyncd_cap(v, %llu) AS mapsyncd_v FROM mapsyncd_q "
+                     "ORDER BY %s",
+                     body, (unsigned long long)db->max_key_bytes, (unsigned long long)db->max_value_bytes,
+                     mode == DB_QUERY_STREAM ? "k COLLATE BINARY"
+                                             : "lower(mapsyncd_k) COLLATE BINARY, mapsyncd_v COLLATE BINARY") < 0)
                 return -ENOMEM;
 
         q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
         q->db = db;
-        q->stream = mode == DB_QUERY_STREAM;
         sqlite3_set_authorizer(db->handle, on_authorize, q);
         rc = sqlite3_prepare_v2(db->handle, wrapped, -1, &q->stmt, NULL);
         sqlite3_set_authorizer(db->handle, NULL, NULL);
@@ -933,14 +925,6 @@ static uint64_t cap_marker(const unsigned char *p, size_t n) {
         for (int i = 7; i >= 0; i--)
                 v = (v << 8) | p[CAP_MAGIC_LEN + i];
         return v;
-}
-
-static uint64_t stream_cap(int type, const unsigned char *p, size_t n, uint64_t max) {
-        if (type != SQLITE_TEXT && type != SQLITE_BLOB)
-                return 0;
-        if (max && n > max)
-                return n;
-        return type == SQLITE_BLOB ? cap_marker(p, n) : 0;
 }
 
 void db_set_limits(struct db *db, uint64_t max_key_bytes, uint64_t max_value_bytes) {
@@ -1032,16 +1016,8 @@ int db_query_next(struct db_query *q, struct db_row *row) {
         row->value_len = row->value ? (size_t)sqlite3_column_bytes(q->stmt, 1) : 0;
         if ((tk != SQLITE_NULL && !row->key) || (tv != SQLITE_NULL && !row->value))
                 return -ENOMEM;
-        if (q->stream) {
-                /* mapsyncd_cap()'s rule: text and blobs by their stored size
-                 * (and a blob that reads as its marker as the sorted
-                 * rendering reads it, so that both give the same bytes). */
-                row->key_too_long = stream_cap(tk, row->key, row->key_len, q->db->max_key_bytes);
-                row->value_too_long = stream_cap(tv, row->value, row->value_len, q->db->max_value_bytes);
-        } else {
-                row->key_too_long = tk == SQLITE_BLOB ? cap_marker(row->key, row->key_len) : 0;
-                row->value_too_long = tv == SQLITE_BLOB ? cap_marker(row->value, row->value_len) : 0;
-        }
+        row->key_too_long = tk == SQLITE_BLOB ? cap_marker(row->key, row->key_len) : 0;
+        row->value_too_long = tv == SQLITE_BLOB ? cap_marker(row->value, row->value_len) : 0;
         if (row->key_too_long) {
                 row->key = NULL;
                 row->key_len = 0;
