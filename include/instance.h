@@ -2,7 +2,8 @@
  * holds the PID of its owner), taken by the daemon and by --once before
  * they write anything; and, once it is held, the removal of what an
  * earlier run killed mid-write left behind: temporary files of the
- * configured outputs, of the state file and of the metrics file. */
+ * configured outputs, of the state files (owed hooks, owed webhook
+ * deliveries, the file sets' manifests) and of the metrics file. */
 #pragma once
 
 #include <sys/types.h>
@@ -23,6 +24,8 @@ int instance_lock(const struct config *c);
 pid_t instance_lock_owner(int fd);
 
 /* Removes leftover temporary files (replace_sweep) of every output, of
- * the state file and of the metrics file; logs what it removed. Call only
+ * the state files (and "owed-hooks.XXXXXX" and "owed-webhooks.XXXXXX",
+ * as version 0.1 and its successors up to the webhooks' move to replace.h
+ * named them) and of the metrics file; logs what it removed. Call only
  * while holding the lock. Returns how many files were removed. */
 unsigned instance_sweep(const struct config *c);

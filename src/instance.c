@@ -1,11 +1,13 @@
 /* The instance lock and the sweep of leftovers. */
 #include "instance.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "files.h"
 #include "log.h"
 #include "replace.h"
 #include "trust.h"
@@ -100,15 +102,66 @@ static unsigned sweep_one(const char *path) {
         return n > 0 ? (unsigned)n : 0;
 }
 
+/* The state files' temporary files as mapsyncd 0.1 named them, "NAME.XXXXXX"
+ * (without the leading dot of replace.h's), in state_dir, which holds no
+ * file but mapsyncd's own. */
+static unsigned sweep_legacy(const char *state_dir, const char *const *names) {
+        _cleanup_close_ int dir_fd = replace_open_dir(state_dir);
+        unsigned n = 0;
+        struct dirent *de;
+        DIR *d;
+        int fd;
+
+        if (dir_fd < 0)
+                return 0;
+        fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return 0;
+        }
+        while ((de = readdir(d))) {
+                char dotted[NAME_MAX + 2];
+                struct stat st;
+                bool match = false;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(dotted, sizeof(dotted), ".%s", de->d_name);
+                for (const char *const *nm = names; *nm && !match; nm++)
+                        match = replace_is_temp_name(dotted, *nm);
+                if (!match || fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+                    st.st_uid != geteuid())
+                        continue;
+                if (unlinkat(dir_fd, de->d_name, 0) == 0) {
+                        log_notice("removed %s/%s, a temporary file left by an earlier version's run", state_dir,
+                                   de->d_name);
+                        n++;
+                }
+        }
+        closedir(d);
+        return n;
+}
+
 unsigned instance_sweep(const struct config *c) {
-        _cleanup_free_ char *state = NULL;
+        static const char *const state_files[] = {"owed-hooks", "owed-webhooks", NULL};
         unsigned n = 0;
 
         for (size_t i = 0; i < c->n_maps; i++)
                 n += sweep_one(c->maps[i].output);
-        if (asprintf(&state, "%s/owed-hooks", c->state_dir) >= 0)
-                n += sweep_one(state);
         if (c->metrics_file)
                 n += sweep_one(c->metrics_file);
-        return n;
+        for (const char *const *nm = state_files; *nm; nm++) {
+                _cleanup_free_ char *state = NULL;
+                if (asprintf(&state, "%s/%s", c->state_dir, *nm) >= 0)
+                        n += sweep_one(state);
+        }
+        for (size_t i = 0; i < c->n_files; i++) {
+                _cleanup_free_ char *manifest = NULL;
+                if (files_manifest_path(c, &c->files[i], &manifest) >= 0)
+                        n += sweep_one(manifest);
+        }
+        return n + sweep_legacy(c->state_dir, state_files);
 }

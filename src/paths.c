@@ -147,6 +147,7 @@ static void protected_files(const struct config *c, struct plist *l) {
                 plist_add(l, c->metrics_file, "", "the metrics file", c->metrics_file_line, NULL);
         if (c->state_dir) {
                 plist_add(l, c->state_dir, "/owed-hooks", "a state file", c->state_dir_line, NULL);
+                plist_add(l, c->state_dir, "/owed-webhooks", "a state file", c->state_dir_line, NULL);
                 plist_add(l, c->state_dir, "/lock", "the instance lock", c->state_dir_line, NULL);
                 for (size_t i = 0; i < c->n_files; i++) {
                         _cleanup_free_ char *m = NULL;

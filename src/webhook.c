@@ -13,6 +13,7 @@
 #include "build-config.h"
 #include "json.h"
 #include "log.h"
+#include "replace.h"
 #include "util.h"
 
 /* ---- pure pieces ---- */
@@ -621,15 +622,14 @@ void webhooks_cycle(struct webhooks *w, uint64_t generation, const struct sync_c
 /* ---- owed deliveries across restarts: "NAME MAP" lines ---- */
 
 static void webhooks_save(struct webhooks *w) {
-        _cleanup_free_ char *text = NULL, *tmp = NULL;
-        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *text = NULL;
+        const char *step = NULL;
         size_t len = 0;
         bool any = false;
+        int r;
 
-        if (!w->state_path || asprintf(&tmp, "%s.XXXXXX", w->state_path) < 0) {
-                tmp = NULL;
+        if (!w->state_path)
                 return;
-        }
         static const char header[] = "# mapsyncd: webhook deliveries owed, sent after the next start's first "
                                      "cycle\n";
 
@@ -653,18 +653,16 @@ static void webhooks_save(struct webhooks *w) {
                         log_error("Could not remove %s: %m", w->state_path);
                 return;
         }
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0) {
+        r = replace_file(w->state_path, text, len,
+                         &(struct replace_meta){.mode = 0600, .uid = (uid_t)-1, .gid = (gid_t)-1}, &step);
+        if (r < 0) {
                 if (!w->state_warned)
-                        log_error("Could not record owed webhook deliveries in %s: %m", w->state_path);
+                        log_error("Could not record owed webhook deliveries in %s (%s): %s", w->state_path,
+                                  step ? step : "write", strerror(-r));
                 w->state_warned = true;
                 return;
         }
-        if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0 || rename(tmp, w->state_path) < 0) {
-                log_error("Could not record owed webhook deliveries in %s: %s", w->state_path,
-                          errno ? strerror(errno) : "short write");
-                unlink(tmp);
-        }
+        w->state_warned = false;
 }
 
 static void webhooks_load(struct webhooks *w) {

@@ -253,6 +253,27 @@ class Stop(Base):
         self.assertNotIn("after-stop.example", read(self.env.output("virtual_domains")))
         d.stop()
 
+    def test_no_hook_starts_after_sigterm(self):
+        """SIGTERM while a map's hook runs: the daemon waits for it, and the
+        reload that hook's success would start stays owed for the next start."""
+        marker, hook = self.slow_hook(2)
+        reloads = self.record("reloads")
+        d = self.start(self.config(hook_for={"vmailbox": hook}, reload="echo run >> %s" % reloads,
+                                   reload_maps=["vmailbox"]))
+        wait_for(lambda: os.path.exists(reloads), 10, what="the first reload")
+        d.wait_log(r"reload postfix: hook succeeded")
+        first = read(reloads)
+        open(marker, "w").close()
+        rename_account(self.env, 1)
+        wait_for(lambda: self.lines("slow.log"), 10, what="the slow hook")
+        d.signal(signal.SIGTERM)
+        d.wait_log(r"stopping once the running hook has ended")
+        self.assertEqual(d.proc.wait(20), 0)
+        self.assertIn("end", self.lines("slow.log"))
+        self.assertEqual(read(reloads), first, "a reload started after SIGTERM:\n" + "\n".join(d.log()))
+        self.assertRegex(read(os.path.join(self.env.state, "owed-hooks")), r"(?m)^reload postfix( |$)")
+        d.stop()
+
     def test_stop_waits_for_a_hook_whose_section_sighup_dropped(self):
         done = self.record("reload-done")
         reload = "sleep 2; touch %s" % done
