@@ -777,11 +777,13 @@ static int daemon_on_sigterm(sd_event_source *s, const struct signalfd_siginfo *
         notify_stopping();
         log_submit(LOG_INFO, LOG_FIELDS(.message_id = MSGID_STOPPING), "%s: stopping%s", strsignal((int)si->ssi_signo),
                    hooks_running(d->hooks) ? " once the running hook has ended" : "");
-        /* Nothing starts any more: no cycle (timers, inotify), no hook.
+        /* Nothing starts any more: no cycle (timers, the mtime rule's
+         * pacing, inotify), no hook.
          * Only the running hooks' completion is served. */
         disarm(d->detect_timer);
         disarm(d->sync_now);
         disarm(d->sync_deadline);
+        disarm(d->pace);
         d->watch = watch_free(d->watch);
         d->listen = pglisten_free(d->listen);
         jobs_hold(d->jobs, true);
