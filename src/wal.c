@@ -50,6 +50,21 @@ bool wal_pos_equal(const struct wal_pos *a, const struct wal_pos *b) {
                a->page_size == b->page_size;
 }
 
+/* Reads the WAL header into hdr: 0, -ESTALE when it is not of pos's
+ * generation (magic, page size, salts), or read_at's error. */
+static int read_wal_header(wal_read_fn read_at, void *userdata, const struct wal_pos *pos, uint8_t hdr[WAL_HDR_SIZE]) {
+        uint32_t magic;
+        int r = read_at(userdata, hdr, WAL_HDR_SIZE, 0);
+
+        if (r < 0)
+                return r;
+        magic = get_be32(hdr);
+        if ((magic != 0x377f0682 && magic != 0x377f0683) || get_be32(hdr + 8) != pos->page_size ||
+            memcmp(hdr + 16, pos->salt, 8) != 0)
+                return -ESTALE;
+        return 0;
+}
+
 static int cmp_u32(const void *a, const void *b) {
         uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
         return x < y ? -1 : x > y;
@@ -60,7 +75,6 @@ int wal_pages_between(wal_read_fn read_at, void *userdata, const struct wal_pos 
         uint8_t hdr[WAL_HDR_SIZE], again[WAL_HDR_SIZE], fh[FRAME_HDR_SIZE];
         _cleanup_free_ uint32_t *list = NULL;
         size_t n = 0, cap = 0;
-        uint32_t magic;
         int r;
 
         if (memcmp(from->salt, to->salt, 8) != 0 || from->page_size != to->page_size || from->mx_frame > to->mx_frame ||
@@ -68,15 +82,9 @@ int wal_pages_between(wal_read_fn read_at, void *userdata, const struct wal_pos 
                 return -ESTALE;
         if ((size_t)(to->mx_frame - from->mx_frame) > max_pages)
                 return -E2BIG;
-        r = read_at(userdata, hdr, sizeof(hdr), 0);
+        r = read_wal_header(read_at, userdata, to, hdr);
         if (r < 0)
                 goto out;
-        magic = get_be32(hdr);
-        if ((magic != 0x377f0682 && magic != 0x377f0683) || get_be32(hdr + 8) != to->page_size ||
-            memcmp(hdr + 16, to->salt, 8) != 0) {
-                r = -ESTALE;
-                goto out;
-        }
         for (uint32_t f = from->mx_frame + 1; f <= to->mx_frame; f++) {
                 off_t off = WAL_HDR_SIZE + (off_t)(f - 1) * (FRAME_HDR_SIZE + (off_t)to->page_size);
                 r = read_at(userdata, fh, sizeof(fh), (uint64_t)off);
@@ -178,7 +186,6 @@ uint32_t wal_frames_find(const struct wal_frames *f, uint32_t page) {
 int wal_frames_update(struct wal_frames *f, wal_read_fn read_at, void *userdata, const struct wal_pos *pos,
                       size_t max_frames) {
         uint8_t hdr[WAL_HDR_SIZE], fh[FRAME_HDR_SIZE];
-        uint32_t magic;
         int r;
 
         if (pos->page_size < 512)
@@ -187,13 +194,9 @@ int wal_frames_update(struct wal_frames *f, wal_read_fn read_at, void *userdata,
                 wal_frames_done(f);
                 return -E2BIG;
         }
-        r = read_at(userdata, hdr, sizeof(hdr), 0);
+        r = read_wal_header(read_at, userdata, pos, hdr);
         if (r < 0)
                 return r;
-        magic = get_be32(hdr);
-        if ((magic != 0x377f0682 && magic != 0x377f0683) || get_be32(hdr + 8) != pos->page_size ||
-            memcmp(hdr + 16, pos->salt, 8) != 0)
-                return -ESTALE;
         /* Another generation, or behind what f holds: from the start. */
         if (memcmp(f->salt, pos->salt, 8) != 0 || f->page_size != pos->page_size || f->mx_frame > pos->mx_frame ||
             memcmp(f->header, hdr, sizeof(hdr)) != 0) {
